@@ -1,0 +1,408 @@
+"""The E-HPC OpenAPI client: one pooled aiohttp session, signed POST requests, typed errors.
+
+    endpoints = Endpoints.from_settings(template="https://ehpc.{region}.aliyuncs.com")
+    async with EhpcClient(credentials=DefaultChainCredentials(), endpoints=endpoints) as api:
+        for cluster in await api.list_clusters("cn-hangzhou"):
+            result = await api.modify_visual_service_passwd(
+                region=cluster.region, cluster_id=cluster.id,
+                runas_password=root_password, new_password=Secret("a1b2c3"),
+            )
+
+Passwords go in the form body of a POST, never in the URL. Every failure is an
+:class:`~rotator.errors.ApiError` whose retry class says what the caller may do: in particular a
+timeout or dropped connection after the request was sent is *ambiguous* (the password may have
+changed), which the rotation engine answers by re-applying the same password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import ssl
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from rotator.ehpc import signer
+from rotator.ehpc.codes import error_for_code
+from rotator.ehpc.credentials import CredentialProvider
+from rotator.ehpc.models import API_VERSION, Cluster, ModifyResult
+from rotator.errors import (
+    AmbiguousApiError,
+    ApiError,
+    ConfigError,
+    ErrorScope,
+    RetryableApiError,
+    TerminalApiError,
+    ThrottledError,
+)
+from rotator.secret import Secret
+
+__all__ = ["DEFAULT_ENDPOINT_TEMPLATE", "EhpcClient", "Endpoints", "Timeouts"]
+
+log = structlog.get_logger("rotator.ehpc")
+
+DEFAULT_ENDPOINT_TEMPLATE = "https://ehpc.{region}.aliyuncs.com"
+LIST_PAGE_SIZE = 50
+# The official SDK caps a server-requested throttling delay at 120 s; so do we.
+MAX_RETRY_AFTER_SECONDS = 120.0
+
+ParamValue = str | Secret
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where each region's API lives.
+
+    ``single`` sends every region to one endpoint (the simulator); ``overrides`` pins some
+    regions; everything else comes from ``template``. Plain ``http://`` is refused unless
+    ``allow_insecure_http`` is set *and* the host is a loopback address: the requests carry
+    passwords.
+    """
+
+    template: str = DEFAULT_ENDPOINT_TEMPLATE
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    single: str | None = None
+    allow_insecure_http: bool = False
+
+    def url_for(self, region: str) -> URL:
+        raw = self.single or self.overrides.get(region) or self.template.format(region=region)
+        url = URL(raw)
+        self._check(url, raw)
+        return url.with_path("/")
+
+    def validate(self, regions: list[str]) -> None:
+        """Check every endpoint up front, so a bad one fails at startup rather than mid-run."""
+        for region in regions:
+            self.url_for(region)
+
+    def _check(self, url: URL, raw: str) -> None:
+        if url.scheme == "https" and url.host:
+            return
+        if url.scheme == "http" and url.host:
+            if not _is_loopback(url.host):
+                raise ConfigError(
+                    f"endpoint {raw!r} uses plain http:// for a non-loopback host; the API "
+                    "carries passwords, so only https:// is allowed",
+                    key="ehpc.endpoint",
+                )
+            if not self.allow_insecure_http:
+                raise ConfigError(
+                    f"endpoint {raw!r} uses plain http://; set ehpc.allow_insecure_http = true "
+                    "to allow it for a loopback simulator",
+                    key="ehpc.allow_insecure_http",
+                )
+            return
+        raise ConfigError(f"endpoint {raw!r} is not an https:// URL", key="ehpc.endpoint")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    total: float = 30.0
+
+
+def _host_header(url: URL) -> str:
+    host = url.raw_host or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return host if url.is_default_port() else f"{host}:{url.port}"
+
+
+def _form_body(params: Mapping[str, ParamValue]) -> bytes:
+    clear = {k: v.reveal() if isinstance(v, Secret) else v for k, v in sorted(params.items())}
+    return urlencode(clear, quote_via=quote, safe="~").encode("ascii")
+
+
+class EhpcClient:
+    """An async E-HPC client sharing one pooled, TLS-verifying ``aiohttp.ClientSession``."""
+
+    def __init__(
+        self,
+        *,
+        credentials: CredentialProvider,
+        endpoints: Endpoints,
+        timeouts: Timeouts | None = None,
+        ca_bundle: Path | None = None,
+        max_connections: int = 100,
+        user_agent: str = "rotator/0.1",
+    ) -> None:
+        self._credentials = credentials
+        self._endpoints = endpoints
+        self._timeouts = timeouts or Timeouts()
+        self._ca_bundle = ca_bundle
+        self._max_connections = max_connections
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            context = ssl.create_default_context(
+                cafile=str(self._ca_bundle) if self._ca_bundle else None
+            )
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ssl=context, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=self._timeouts.total, connect=self._timeouts.connect
+                ),
+                # Our own headers only: nothing (cookies, proxies' auth) leaks between calls.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def modify_visual_service_passwd(
+        self,
+        *,
+        region: str,
+        cluster_id: str,
+        runas_password: Secret,
+        new_password: Secret,
+        runas_user: str = "root",
+    ) -> ModifyResult:
+        """Set the VNC password of one cluster. Raises :class:`ApiError` on any failure."""
+        body = await self.call(
+            region,
+            "ModifyVisualServicePasswd",
+            {
+                "ClusterId": cluster_id,
+                "RunasUser": runas_user,
+                "RunasUserPassword": runas_password,
+                "Passwd": new_password,
+            },
+            cluster_id=cluster_id,
+            mutating=True,
+        )
+        return ModifyResult(cluster_id=cluster_id, request_id=str(body.get("RequestId", "")))
+
+    async def list_clusters(self, region: str) -> list[Cluster]:
+        """Every cluster in a region, following all pages."""
+        clusters: list[Cluster] = []
+        page = 1
+        while True:
+            body = await self.call(
+                region,
+                "ListClusters",
+                {"RegionId": region, "PageNumber": str(page), "PageSize": str(LIST_PAGE_SIZE)},
+            )
+            entries = body.get("Clusters", {}).get("ClusterInfoSimple", [])
+            for entry in entries:
+                clusters.append(
+                    Cluster(
+                        id=str(entry["Id"]),
+                        region=str(entry.get("RegionId") or region),
+                        name=str(entry.get("Name", "")),
+                        zone=str(entry.get("ZoneId", "")),
+                        status=str(entry.get("Status", "")),
+                    )
+                )
+            total = int(body.get("TotalCount", len(clusters)))
+            if not entries or len(clusters) >= total:
+                return clusters
+            page += 1
+
+    # -- transport -------------------------------------------------------------------------
+
+    async def call(
+        self,
+        region: str,
+        action: str,
+        params: Mapping[str, ParamValue],
+        *,
+        cluster_id: str | None = None,
+        mutating: bool = False,
+    ) -> dict[str, Any]:
+        """Send one signed RPC call as a form POST and return the decoded JSON body."""
+        session = self._open()
+        url = self._endpoints.url_for(region)
+        body = _form_body(params)
+        headers = await self._signed_headers(url, action, body)
+        started = time.monotonic()
+        sent = False
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                sent = True
+                raw = await response.read()
+                status = response.status
+                retry_after = response.headers.get("x-acs-retry-after")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise TerminalApiError(
+                f"TLS certificate of {url.host} not trusted ({exc.certificate_error}); set "
+                "ehpc.ca_bundle if it is signed by a private CA",
+                code="TLSError",
+                cluster_id=cluster_id,
+                scope=ErrorScope.ACCOUNT,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            # Never connected, so nothing was sent: safe to retry.
+            raise RetryableApiError(
+                f"cannot connect to {url.host}:{url.port}: {exc.os_error.strerror or exc}",
+                code="ConnectionFailed",
+                cluster_id=cluster_id,
+            ) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            connect_only = isinstance(exc, aiohttp.ConnectionTimeoutError) and not sent
+            raise self._lost(
+                f"no answer from {url.host} within the timeout",
+                "Timeout",
+                cluster_id,
+                ambiguous=mutating and not connect_only,
+            ) from None
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
+            raise self._lost(
+                f"connection to {url.host} dropped before the answer arrived",
+                "ConnectionDropped",
+                cluster_id,
+                ambiguous=mutating,
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise self._lost(
+                f"HTTP client error talking to {url.host}: {type(exc).__name__}",
+                "ClientError",
+                cluster_id,
+                ambiguous=mutating,
+            ) from None
+        elapsed = time.monotonic() - started
+        decoded = self._decode(raw, status, cluster_id=cluster_id, mutating=mutating)
+        request_id = str(decoded.get("RequestId", "")) or None
+        code = decoded.get("Code")
+        log.debug(
+            "ehpc_call",
+            action=action,
+            cluster_id=cluster_id,
+            region=region,
+            http_status=status,
+            code=code,
+            request_id=request_id,
+            elapsed_ms=round(elapsed * 1000, 1),
+        )
+        if status < 300 and not code:
+            return decoded
+        raise error_for_code(
+            str(code or f"HTTP{status}"),
+            str(decoded.get("Message", "")),
+            http_status=status,
+            cluster_id=cluster_id,
+            request_id=request_id,
+            retry_after=_retry_after_seconds(retry_after),
+        )
+
+    @staticmethod
+    def _lost(message: str, code: str, cluster_id: str | None, *, ambiguous: bool) -> ApiError:
+        if ambiguous:
+            return AmbiguousApiError(
+                f"{message}; the change may or may not have been applied",
+                code=code,
+                cluster_id=cluster_id,
+            )
+        return RetryableApiError(message, code=code, cluster_id=cluster_id)
+
+    @staticmethod
+    def _decode(
+        raw: bytes, status: int, *, cluster_id: str | None, mutating: bool
+    ) -> dict[str, Any]:
+        try:
+            decoded = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+        what = "an empty body" if not raw else f"a non-JSON body ({len(raw)} bytes)"
+        message = f"HTTP {status} with {what}; a proxy or load balancer may be in the way"
+        if status == 429:
+            return_error: ApiError = ThrottledError(
+                message, code="InvalidResponse", http_status=status, cluster_id=cluster_id
+            )
+        elif 400 <= status < 500:
+            return_error = TerminalApiError(
+                message, code="InvalidResponse", http_status=status, cluster_id=cluster_id
+            )
+        elif mutating:
+            # A 2xx/5xx we cannot read may still mean the change went through.
+            return_error = AmbiguousApiError(
+                message, code="InvalidResponse", http_status=status, cluster_id=cluster_id
+            )
+        else:
+            return_error = RetryableApiError(
+                message, code="InvalidResponse", http_status=status, cluster_id=cluster_id
+            )
+        raise return_error
+
+    async def _signed_headers(self, url: URL, action: str, body: bytes) -> dict[str, str]:
+        key = await self._credentials.get()
+        headers = {
+            "host": _host_header(url),
+            "x-acs-action": action,
+            "x-acs-version": API_VERSION,
+            "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "x-acs-signature-nonce": uuid.uuid4().hex,
+            "x-acs-content-sha256": signer.sha256_hex(body),
+            "content-type": "application/x-www-form-urlencoded",
+        }
+        if key.security_token is not None:
+            headers["x-acs-security-token"] = key.security_token.reveal()
+        headers["authorization"] = signer.authorization(
+            method="POST",
+            path="/",
+            query={},
+            headers=headers,
+            payload_sha256=headers["x-acs-content-sha256"],
+            access_key_id=key.access_key_id,
+            access_key_secret=key.access_key_secret.reveal(),
+        )
+        headers["accept"] = "application/json"
+        headers["user-agent"] = self._user_agent
+        return headers
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``x-acs-retry-after`` is in milliseconds; only a positive integer counts."""
+    if not value:
+        return None
+    try:
+        millis = int(value)
+    except ValueError:
+        return None
+    if millis <= 0:
+        return None
+    return min(millis / 1000.0, MAX_RETRY_AFTER_SECONDS)

@@ -1,0 +1,77 @@
+"""Alibaba Cloud credentials for signing.
+
+provider = DefaultChainCredentials()          # env, profile, ECS RAM role, RRSA/OIDC
+provider = StaticCredentials("LTAI...", Secret(secret))
+key = await provider.get()   # per request, so refreshed STS keys apply at once
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from rotator.errors import ApiError, ErrorScope, RetryClass
+from rotator.secret import Secret
+
+__all__ = ["AccessKey", "CredentialProvider", "DefaultChainCredentials", "StaticCredentials"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKey:
+    access_key_id: str
+    access_key_secret: Secret
+    security_token: Secret | None = None
+
+
+class CredentialProvider(Protocol):
+    """Anything that can hand out the current AccessKey (it may rotate underneath us)."""
+
+    async def get(self) -> AccessKey: ...
+
+
+class StaticCredentials:
+    """A fixed AccessKey pair (plus an optional STS token)."""
+
+    def __init__(
+        self,
+        access_key_id: str,
+        access_key_secret: Secret,
+        security_token: Secret | None = None,
+    ) -> None:
+        self._key = AccessKey(access_key_id, access_key_secret, security_token)
+
+    async def get(self) -> AccessKey:
+        return self._key
+
+
+class DefaultChainCredentials:
+    """The official ``alibabacloud-credentials`` default chain, which also refreshes STS tokens.
+
+    The library caches and refreshes internally, so asking it per request costs a dict lookup and
+    a credential rotated by RRSA or the ECS metadata service is picked up without a restart.
+    """
+
+    def __init__(self) -> None:
+        # Imported here: it is heavy and only needed when the default chain is used.
+        from alibabacloud_credentials.client import Client  # noqa: PLC0415
+
+        self._client = Client()
+
+    async def get(self) -> AccessKey:
+        try:
+            model = await self._client.get_credential_async()
+        except Exception as exc:  # noqa: BLE001 - the library raises many unrelated types
+            raise ApiError(
+                "no Alibaba Cloud credentials could be resolved from the default chain "
+                "(ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET, profile, ECS RAM role, RRSA); "
+                f"the provider said: {type(exc).__name__}",
+                code="CredentialsUnavailable",
+                retry_class=RetryClass.TERMINAL,
+                scope=ErrorScope.ACCOUNT,
+            ) from None
+        token = model.security_token
+        return AccessKey(
+            access_key_id=str(model.access_key_id),
+            access_key_secret=Secret(str(model.access_key_secret)),
+            security_token=Secret(str(token)) if token else None,
+        )
