@@ -1,0 +1,16 @@
+# Policy "ehpc-vnc-reader": for people who fetch VNC passwords, e.g.
+#   bao kv get -field=password secret/ehpc/vnc/<ClusterId>
+# Reads current and past versions of the VNC secrets and their status; nothing under the root
+# credentials, no writes.
+#
+# Template: `rotator vault-setup` replaces {kv_mount} and {vnc_path} (see rotator.hcl).
+
+path "{kv_mount}/data/{vnc_path}/*" {
+  capabilities = ["read"]
+}
+path "{kv_mount}/metadata/{vnc_path}" {
+  capabilities = ["list"]
+}
+path "{kv_mount}/metadata/{vnc_path}/*" {
+  capabilities = ["read", "list"]
+}

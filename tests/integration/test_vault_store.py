@@ -1,0 +1,268 @@
+"""VaultStore on a real OpenBao: the layout, check-and-set, status metadata, run reports, and the
+password a person reads with the real ``bao`` CLI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from rotator.errors import RetryClass, VaultConflictError, VaultError
+from rotator.passwords import is_valid_vnc_password
+from rotator.secret import Secret
+from rotator.vault.client import VaultClient
+from rotator.vault.devserver import OpenBaoServer
+from rotator.vault.setup import vault_setup
+from rotator.vault.store import VaultStore, VncState
+from tests.support.vault import VaultPaths, run_bao
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+CLUSTER = "ehpc-hz-0001"
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture
+async def store(openbao: OpenBaoServer, vault_paths: VaultPaths) -> AsyncIterator[VaultStore]:
+    async with VaultClient(vault_paths.settings(openbao)) as client:
+        yield VaultStore(client)
+
+
+async def _rotate(store: VaultStore, state: VncState, password: str, rid: str) -> VncState:
+    staged = await store.stage_pending(state, Secret(password), region="cn-hangzhou")
+    return await store.commit(staged, request_id=rid, rotated_at=T0, region="cn-hangzhou")
+
+
+# -- root credentials -----------------------------------------------------------------------
+
+
+async def test_root_credential_round_trip_and_listing(store: VaultStore) -> None:
+    assert await store.list_root_clusters() == []
+    await store.write_root("c-b", "root", Secret("Root12"), "cn-hangzhou")
+    await store.write_root("c-a", "admin", Secret("Root34"), None)
+    assert await store.list_root_clusters() == ["c-a", "c-b"]
+    root = await store.read_root("c-b")
+    assert (root.user, root.password.reveal(), root.region) == ("root", "Root12", "cn-hangzhou")
+    assert "Root12" not in repr(root)
+
+
+async def test_missing_root_credential_is_terminal_and_says_how_to_add_it(
+    store: VaultStore, vault_paths: VaultPaths
+) -> None:
+    with pytest.raises(VaultError) as caught:
+        await store.read_root("c-none")
+    error = caught.value
+    assert error.code == "RootCredentialMissing"
+    assert error.retry_class is RetryClass.TERMINAL
+    assert error.cluster_id == "c-none"
+    assert f"bao kv put secret/{vault_paths.root_path}/c-none" in error.message
+
+
+async def test_path_traversal_in_a_cluster_id_is_refused(store: VaultStore) -> None:
+    with pytest.raises(VaultError, match="not a valid cluster id") as caught:
+        await store.read_root("../vnc/c-1")
+    assert caught.value.retry_class is RetryClass.TERMINAL
+
+
+# -- stage, commit, clear -------------------------------------------------------------------
+
+
+async def test_first_rotation_creates_the_secret_then_commits(store: VaultStore) -> None:
+    state = await store.read_vnc(CLUSTER)
+    assert (state.exists, state.version, state.password) == (False, 0, None)
+
+    staged = await store.stage_pending(
+        state, Secret("Ab12cd"), region="cn-hangzhou", owner="run-1", claim_until=T0
+    )
+    assert staged.version == 1
+    again = await store.read_vnc(CLUSTER)
+    assert again.pending_password == Secret("Ab12cd")
+    assert again.password is None
+    assert (again.claim_owner, again.claim_until) == ("run-1", T0)
+    assert again.pending_since is not None
+
+    committed = await store.commit(again, request_id="req-1", rotated_at=T0, region="cn-hangzhou")
+    assert committed.version == 2
+    final = await store.read_vnc(CLUSTER)
+    assert final.password == Secret("Ab12cd")
+    assert final.pending_password is None
+    assert final.claim_owner is None
+    assert (final.rotated_at, final.request_id, final.region) == (T0, "req-1", "cn-hangzhou")
+
+
+async def test_restaging_the_same_pending_password_keeps_pending_since(store: VaultStore) -> None:
+    first = await store.stage_pending(await store.read_vnc(CLUSTER), Secret("Ab12cd"), region="r")
+    read = await store.read_vnc(CLUSTER)
+    reclaimed = await store.stage_pending(
+        read, Secret("Ab12cd"), region="r", owner="run-2", claim_until=T0 + timedelta(minutes=1)
+    )
+    assert reclaimed.version == first.version + 1
+    assert (await store.read_vnc(CLUSTER)).pending_since == read.pending_since
+
+
+async def test_a_lost_check_and_set_raises_conflict_and_changes_nothing(
+    store: VaultStore,
+) -> None:
+    current = await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+    mine = await store.read_vnc(CLUSTER)
+    rival = await store.read_vnc(CLUSTER)
+    await store.stage_pending(rival, Secret("Zz99zz"), region="r", owner="rival")
+    with pytest.raises(VaultConflictError) as caught:
+        await store.stage_pending(mine, Secret("Qq11qq"), region="r", owner="me")
+    assert "Qq11qq" not in str(caught.value)
+    after = await store.read_vnc(CLUSTER)
+    assert after.version == current.version + 1
+    assert after.pending_password == Secret("Zz99zz")
+    assert after.password == Secret("Ab12cd")
+
+
+async def test_commit_on_a_stale_version_is_a_conflict(store: VaultStore) -> None:
+    staged = await store.stage_pending(await store.read_vnc(CLUSTER), Secret("Ab12cd"), region="r")
+    await store.stage_pending(staged, Secret("Ab12cd"), region="r", owner="someone-else")
+    with pytest.raises(VaultConflictError):
+        await store.commit(staged, request_id="req", rotated_at=T0, region="r")
+
+
+async def test_first_stage_loses_to_a_concurrent_creator(store: VaultStore) -> None:
+    nothing = await store.read_vnc(CLUSTER)
+    await store.stage_pending(nothing, Secret("Ab12cd"), region="r")
+    with pytest.raises(VaultConflictError):
+        await store.stage_pending(nothing, Secret("Cd34ef"), region="r")
+
+
+async def test_clear_pending_keeps_the_current_password_and_extra_fields(
+    store: VaultStore, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+    # A person annotated the secret; rotator must carry that over.
+    await store.client.request(
+        "PATCH",
+        f"secret/data/{vault_paths.vnc_path}/{CLUSTER}",
+        json={"data": {"note": "lab cluster"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    staged = await store.stage_pending(await store.read_vnc(CLUSTER), Secret("Xy98wv"), region="r")
+    cleared = await store.clear_pending(staged)
+    assert cleared.version == staged.version + 1
+    final = await store.read_vnc(CLUSTER)
+    assert final.password == Secret("Ab12cd")
+    assert final.pending_password is None
+    assert final.request_id == "req-1"
+    assert final.extra == {"note": "lab cluster"}
+    assert await store.clear_pending(final) is final  # nothing pending: no write
+
+
+async def test_soft_deleted_secret_can_still_be_written_with_cas(
+    store: VaultStore, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+    await store.client.request("DELETE", f"secret/data/{vault_paths.vnc_path}/{CLUSTER}")
+    deleted = await store.read_vnc(CLUSTER)
+    assert (deleted.version, deleted.password) == (2, None)
+    staged = await store.stage_pending(deleted, Secret("Cd34ef"), region="r")
+    assert staged.version == 3
+
+
+# -- status metadata ------------------------------------------------------------------------
+
+
+async def test_status_metadata_merges_and_clears(store: VaultStore) -> None:
+    await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+    await store.update_status(
+        CLUSTER,
+        status="failed",
+        last_error_code="IncorrectCredential",
+        last_request_id="req-2",
+        attempts=3,
+    )
+    await store.update_status(
+        CLUSTER,
+        status="rotated",
+        last_rotated_at=T0,
+        next_rotation_at="2026-02-01T03:04:05Z",
+        last_error_code="",
+    )
+    state = await store.read_vnc(CLUSTER)  # one read brings data and custom metadata
+    assert state.custom_metadata == {
+        "status": "rotated",
+        "last_rotated_at": "2026-01-02T03:04:05.678000Z",
+        "next_rotation_at": "2026-02-01T03:04:05Z",
+        "last_request_id": "req-2",
+        "attempts": "3",
+    }
+    assert state.password == Secret("Ab12cd")
+
+
+async def test_status_before_any_password_then_first_stage(store: VaultStore) -> None:
+    await store.update_status(CLUSTER, status="failed", last_error_code="ServiceUnavailable")
+    state = await store.read_vnc(CLUSTER)
+    assert (state.exists, state.custom_metadata["status"]) == (False, "failed")
+    staged = await store.stage_pending(state, Secret("Ab12cd"), region="r")
+    assert staged.version == 1
+
+
+async def test_rotation_period_set_by_a_person_survives_status_updates(
+    store: VaultStore, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+    path = f"secret/{vault_paths.vnc_path}/{CLUSTER}"
+    patched = await run_bao(
+        openbao, "kv", "metadata", "patch", "-custom-metadata=rotation_period=7d", path
+    )
+    assert patched.returncode == 0, patched.stderr
+    await store.update_status(CLUSTER, status="rotated", attempts=1)
+    metadata = await store.list_vnc_metadata()
+    assert metadata == {CLUSTER: {"rotation_period": "7d", "status": "rotated", "attempts": "1"}}
+
+
+async def test_list_vnc_metadata_covers_every_cluster(store: VaultStore) -> None:
+    assert await store.list_vnc_metadata() == {}
+    for i in range(6):
+        await store.update_status(f"c-{i}", status="pending", attempts=i)
+    listed = await store.list_vnc_metadata()
+    assert sorted(listed) == [f"c-{i}" for i in range(6)]
+    assert listed["c-4"] == {"status": "pending", "attempts": "4"}
+
+
+# -- run reports, password policy, health ---------------------------------------------------
+
+
+async def test_run_report_round_trip_and_secrets_refused(store: VaultStore) -> None:
+    report = {"run_id": "r-1", "started": T0, "clusters": {"c-1": {"outcome": "rotated"}}}
+    await store.write_run_report("r-1", report)
+    assert await store.read_run_report("r-1") == {
+        "run_id": "r-1",
+        "started": "2026-01-02T03:04:05.678000Z",
+        "clusters": {"c-1": {"outcome": "rotated"}},
+    }
+    with pytest.raises(TypeError, match="never contain secrets"):
+        await store.write_run_report("r-2", {"oops": {"password": Secret("Ab12cd")}})
+    assert await store.read_run_report("r-2") is None
+
+
+async def test_password_policy_generates_compliant_passwords(store: VaultStore) -> None:
+    await vault_setup(store.client, store.settings)
+    passwords = [await store.generate_password("ehpc-vnc") for _ in range(40)]
+    assert all(is_valid_vnc_password(p.reveal()) for p in passwords)
+    assert len({p.reveal() for p in passwords}) > 30
+
+
+async def test_missing_password_policy_is_a_clear_error(store: VaultStore) -> None:
+    with pytest.raises(VaultError) as caught:
+        await store.generate_password("no-such-policy")
+    assert caught.value.code == "PasswordPolicyMissing"
+    assert "rotator vault-setup" in caught.value.message
+
+
+async def test_health(store: VaultStore) -> None:
+    assert await store.health()
+
+
+async def test_a_person_reads_the_password_with_the_bao_cli(
+    store: VaultStore, openbao: OpenBaoServer
+) -> None:
+    await _rotate(store, await store.read_vnc(CLUSTER), "Pq45rs", "req-1")
+    result = await run_bao(openbao, "kv", "get", "-field=password", store.cli_path(CLUSTER))
+    assert (result.returncode, result.stdout) == (0, "Pq45rs")
