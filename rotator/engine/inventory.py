@@ -1,0 +1,107 @@
+"""Which clusters a run covers: from the config file, from Vault, or discovered with ListClusters.
+
+    targets = await resolve_targets(runtime, Selection(all=True, regions=["cn-hangzhou"]))
+
+A cluster that ListClusters reports as not running becomes ``skipped`` in the run, not failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rotator.engine.rotation import Target
+from rotator.errors import ConfigError, VaultError
+
+if TYPE_CHECKING:
+    from rotator.engine.runtime import Runtime
+
+__all__ = ["Selection", "resolve_targets"]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    all: bool = False
+    clusters: Sequence[str] = field(default_factory=list)
+    regions: Sequence[str] = field(default_factory=list)
+    exclude: Sequence[str] = field(default_factory=list)
+    discover: bool = False
+
+    def check(self) -> None:
+        if not self.all and not self.clusters:
+            raise ConfigError("say which clusters: --all, or --cluster ID (repeatable)")
+        if self.all and self.clusters:
+            raise ConfigError("--all and --cluster exclude each other")
+
+
+async def resolve_targets(runtime: Runtime, selection: Selection) -> list[Target]:
+    """The targets of a run, in a stable order, filters applied."""
+    settings = runtime.settings
+    source = "discover" if selection.discover else settings.inventory.source
+    periods: dict[str, float | None] = {
+        c.id: c.period for c in settings.inventory.clusters if c.period
+    }
+    if source == "config":
+        found = [
+            Target(cluster_id=c.id, region=c.region, period=c.period)
+            for c in settings.inventory.clusters
+        ]
+    elif source == "discover":
+        regions = list(selection.regions) or list(settings.ehpc.regions)
+        if not regions:
+            raise ConfigError("--discover needs regions: set ehpc.regions or pass --region")
+        listed = await asyncio.gather(*(runtime.api.list_clusters(r) for r in regions))
+        found = [
+            Target(cluster_id=c.id, region=c.region, status=c.status, period=periods.get(c.id))
+            for clusters in listed
+            for c in clusters
+        ]
+    else:
+        found = await _from_vault(runtime, periods)
+    wanted = set(selection.clusters)
+    if wanted:
+        known = {t.cluster_id for t in found}
+        missing = sorted(wanted - known)
+        # An explicitly named cluster is rotated even if the inventory does not list it; its
+        # root credential in Vault says where it lives.
+        found += await _from_vault(runtime, periods, only=missing)
+        found = [t for t in found if t.cluster_id in wanted]
+    excluded = set(selection.exclude) | set(settings.inventory.exclude)
+    only_regions = set(selection.regions)
+    return sorted(
+        (
+            t
+            for t in found
+            if t.cluster_id not in excluded and (not only_regions or t.region in only_regions)
+        ),
+        key=lambda t: (t.region, t.cluster_id),
+    )
+
+
+async def _from_vault(
+    runtime: Runtime, periods: Mapping[str, float | None], *, only: Sequence[str] | None = None
+) -> list[Target]:
+    """Clusters with a root credential in Vault; the region comes from that credential."""
+    store = runtime.store
+    ids = list(only) if only is not None else await store.list_root_clusters()
+    limit = asyncio.Semaphore(runtime.settings.vault.max_workers)
+
+    async def one(cluster_id: str) -> Target:
+        async with limit:
+            try:
+                root = await store.read_root(cluster_id)
+            except VaultError as exc:
+                if exc.code != "RootCredentialMissing":
+                    raise
+                # The rotation reports it for this cluster; the rest of the run goes on.
+                return Target(cluster_id=cluster_id, region="", period=periods.get(cluster_id))
+        return Target(
+            cluster_id=cluster_id,
+            region=root.region or "",
+            period=periods.get(cluster_id),
+            root=root,
+        )
+
+    return list(await asyncio.gather(*(one(i) for i in ids)))

@@ -1,0 +1,220 @@
+"""The run summary: partial failure as a value.
+
+    summary = RunSummary.build(run_id=..., started_at=..., finished_at=..., outcomes=outcomes)
+    summary.status            # RunStatus.PART_FAILURE
+    summary.exit_code         # 3
+    print(summary.to_json())  # for --report and Vault ehpc/runs/<run_id>
+    console.print(summary.table())
+
+Nothing in here ever holds a password: outcomes carry codes, counts and RequestIds only.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rich.table import Table
+
+__all__ = ["ClusterOutcome", "Outcome", "RunStatus", "RunSummary"]
+
+
+class Outcome(enum.StrEnum):
+    ROTATED = "rotated"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    COMMIT_FAILED = "commit_failed"
+    """The API changed the password but Vault could not record it as current; it is safe in
+    Vault as ``pending_password`` and the next run finishes the job."""
+    NOT_ATTEMPTED = "not_attempted"
+
+
+class RunStatus(enum.StrEnum):
+    SUCCESS = "Success"
+    PART_FAILURE = "PartFailure"
+    FAILURE = "Failure"
+
+    @property
+    def exit_code(self) -> int:
+        return {"Success": 0, "PartFailure": 3, "Failure": 4}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOutcome:
+    cluster_id: str
+    region: str
+    outcome: Outcome
+    code: str | None = None
+    """The last error code (or the reason a cluster was skipped)."""
+    message: str | None = None
+    attempts: int = 0
+    request_id: str | None = None
+    duration: float = 0.0
+    account_wide: bool = False
+    """The error would fail every cluster of the account (NotAuthorized, InDebt, bad AccessKey)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cluster_id": self.cluster_id,
+            "region": self.region,
+            "outcome": self.outcome.value,
+            "code": self.code,
+            "message": self.message,
+            "attempts": self.attempts,
+            "request_id": self.request_id,
+            "duration_s": round(self.duration, 3),
+            "account_wide": self.account_wide,
+        }
+
+
+_BAD = (Outcome.FAILED, Outcome.COMMIT_FAILED, Outcome.NOT_ATTEMPTED)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    outcomes: tuple[ClusterOutcome, ...]
+    stopped_reason: str | None = None
+    """Why the run stopped early (failure threshold, account error, signal), if it did."""
+    api_calls: int = 0
+    trigger: str = "manual"
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        run_id: str,
+        started_at: datetime,
+        finished_at: datetime,
+        outcomes: Iterable[ClusterOutcome],
+        stopped_reason: str | None = None,
+        api_calls: int = 0,
+        trigger: str = "manual",
+    ) -> RunSummary:
+        ordered = tuple(sorted(outcomes, key=lambda o: (o.region, o.cluster_id)))
+        tally = Counter(o.outcome.value for o in ordered)
+        counts = {o.value: tally.get(o.value, 0) for o in Outcome}
+        return cls(
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=finished_at,
+            outcomes=ordered,
+            stopped_reason=stopped_reason,
+            api_calls=api_calls,
+            trigger=trigger,
+            counts=counts,
+        )
+
+    @property
+    def status(self) -> RunStatus:
+        bad = sum(self.counts.get(o.value, 0) for o in _BAD)
+        if bad == 0:
+            return RunStatus.SUCCESS
+        if self.counts.get(Outcome.ROTATED.value, 0) == 0:
+            return RunStatus.FAILURE
+        return RunStatus.PART_FAILURE
+
+    @property
+    def exit_code(self) -> int:
+        return self.status.exit_code
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())
+
+    @property
+    def rotations_per_second(self) -> float:
+        rotated = self.counts.get(Outcome.ROTATED.value, 0)
+        return rotated / self.duration if self.duration > 0 else 0.0
+
+    def failures_by_code(self) -> dict[str, list[ClusterOutcome]]:
+        groups: dict[str, list[ClusterOutcome]] = {}
+        for outcome in self.outcomes:
+            if outcome.outcome in _BAD:
+                groups.setdefault(outcome.code or "Unknown", []).append(outcome)
+        return dict(sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "duration_s": round(self.duration, 3),
+            "rotations_per_second": round(self.rotations_per_second, 2),
+            "api_calls": self.api_calls,
+            "stopped_reason": self.stopped_reason,
+            "counts": dict(self.counts),
+            "total": len(self.outcomes),
+            "failures": {
+                code: [
+                    {
+                        "cluster_id": o.cluster_id,
+                        "region": o.region,
+                        "outcome": o.outcome.value,
+                        "attempts": o.attempts,
+                        "request_id": o.request_id,
+                        "message": o.message,
+                    }
+                    for o in group
+                ]
+                for code, group in self.failures_by_code().items()
+            },
+            "clusters": [o.to_dict() for o in self.outcomes],
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def log_fields(self) -> dict[str, Any]:
+        """The one structured log event of a finished run: counts, not the per-cluster list."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "counts": dict(self.counts),
+            "duration_s": round(self.duration, 3),
+            "rotations_per_second": round(self.rotations_per_second, 2),
+            "failures": {code: len(group) for code, group in self.failures_by_code().items()},
+            "stopped_reason": self.stopped_reason,
+        }
+
+    def table(self, *, max_rows_per_code: int = 10) -> Table:
+        """A terminal table: counts, then failures grouped by code."""
+        table = Table(title=f"Run {self.run_id}: {self.status.value}", show_lines=False)
+        table.add_column("outcome / code")
+        table.add_column("clusters", justify="right")
+        table.add_column("detail")
+        for name, count in self.counts.items():
+            if count:
+                table.add_row(name, str(count), "")
+        for code, group in self.failures_by_code().items():
+            shown = group[:max_rows_per_code]
+            detail = ", ".join(
+                f"{o.cluster_id} ({o.outcome.value}, {o.attempts} tries"
+                + (f", req {o.request_id}" if o.request_id else "")
+                + ")"
+                for o in shown
+            )
+            if len(group) > len(shown):
+                detail += f", +{len(group) - len(shown)} more"
+            table.add_row(f"[red]{code}[/red]", str(len(group)), detail)
+        table.caption = (
+            f"{len(self.outcomes)} clusters in {self.duration:.1f}s, "
+            f"{self.rotations_per_second:.1f} rotations/s, {self.api_calls} API calls"
+            + (f"; stopped early: {self.stopped_reason}" if self.stopped_reason else "")
+        )
+        return table
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items() if v)
+        return f"{self.status.value} ({counts or 'no clusters'}) in run {self.run_id}"

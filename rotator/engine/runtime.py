@@ -1,0 +1,198 @@
+"""Wiring: from :class:`~rotator.config.Settings` to live clients, and one rotation run.
+
+    async with open_runtime(settings) as runtime:
+        targets = await resolve_targets(runtime, Selection(all=True))
+        summary = await runtime.rotate(targets, run_id=new_run_id(), stop=stop)
+
+Everything that touches the network is created here, once per process: one pooled HTTP session
+for the API, one bounded thread pool for Vault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from rotator.config import Settings
+from rotator.ehpc.client import EhpcClient, Endpoints, Timeouts
+from rotator.ehpc.credentials import (
+    CredentialProvider,
+    DefaultChainCredentials,
+    StaticCredentials,
+)
+from rotator.engine.batch import FailureThreshold, run_batch
+from rotator.engine.ports import Hooks, NoHooks
+from rotator.engine.ratelimit import RateLimit, RegionLimiter
+from rotator.engine.report import RunSummary
+from rotator.engine.retry import RetryPolicy
+from rotator.engine.rotation import RotationContext, Target
+from rotator.errors import ConfigError, VaultError
+from rotator.passwords import (
+    LocalPasswordSource,
+    PasswordSource,
+    VaultPasswordSource,
+    verify,
+)
+from rotator.secret import Secret
+from rotator.vault.client import VaultClient
+from rotator.vault.settings import VaultSettings
+from rotator.vault.store import VaultStore
+
+__all__ = ["Runtime", "new_run_id", "open_runtime"]
+
+log = structlog.get_logger("rotator.engine")
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique across replicas: ``20261129T021500Z-3f9a1c``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _read_secret_file(path: str, key: str) -> Secret:
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from None
+    if not value:
+        raise ConfigError(f"{path} is empty", key=key)
+    return Secret(value)
+
+
+def credentials_from(settings: Settings) -> CredentialProvider:
+    creds = settings.credentials
+    if creds.source == "static":
+        token = (
+            _read_secret_file(creds.security_token_file, "credentials.security_token_file")
+            if creds.security_token_file
+            else None
+        )
+        return StaticCredentials(
+            creds.access_key_id,
+            _read_secret_file(creds.access_key_secret_file, "credentials.access_key_secret_file"),
+            token,
+        )
+    return DefaultChainCredentials()
+
+
+def endpoints_from(settings: Settings) -> Endpoints:
+    ehpc = settings.ehpc
+    endpoints = Endpoints(
+        template=ehpc.endpoint_template,
+        overrides=dict(ehpc.endpoints),
+        single=ehpc.endpoint or None,
+        allow_insecure_http=ehpc.allow_insecure_http,
+    )
+    endpoints.validate(list(ehpc.regions) or ["cn-hangzhou"])
+    return endpoints
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    api: EhpcClient
+    vault: VaultClient
+    store: VaultStore
+    passwords: PasswordSource
+    limiter: RegionLimiter
+    retry: RetryPolicy
+    hooks: Hooks = field(default_factory=NoHooks)
+    owner: str = field(default_factory=lambda: f"rotator-{secrets.token_hex(4)}")
+
+    def context(self, *, run_id: str, not_before: datetime | None = None) -> RotationContext:
+        rotation = self.settings.rotation
+        return RotationContext(
+            api=self.api,
+            store=self.store,
+            passwords=self.passwords,
+            limiter=self.limiter,
+            retry=self.retry,
+            owner=f"{self.owner}/{run_id}",
+            not_before=not_before or datetime.now(UTC),
+            period=rotation.period,
+            cluster_deadline=rotation.cluster_deadline,
+            claim_ttl=max(rotation.claim_ttl, self.settings.ehpc.request_timeout + 5.0),
+            hooks=self.hooks,
+        )
+
+    async def rotate(
+        self,
+        targets: Iterable[Target],
+        *,
+        run_id: str,
+        stop: asyncio.Event | None = None,
+        max_failures: str | None = None,
+        concurrency: int | None = None,
+        trigger: str = "manual",
+        not_before: datetime | None = None,
+    ) -> RunSummary:
+        """One batch run; the report is stored in Vault at ``<runs_path>/<run_id>``."""
+        chosen = list(targets)
+        threshold = FailureThreshold.parse(
+            self.settings.rotation.max_failures if max_failures is None else max_failures,
+            len(chosen),
+        )
+        summary = await run_batch(
+            chosen,
+            self.context(run_id=run_id, not_before=not_before),
+            run_id=run_id,
+            concurrency=concurrency or self.settings.rotation.concurrency,
+            max_failures=threshold,
+            stop=stop,
+            trigger=trigger,
+        )
+        try:
+            await self.store.write_run_report(run_id, summary.to_dict())
+        except VaultError as exc:
+            log.error("run_report_not_stored", code=exc.code, run_id=run_id)
+        return summary
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    credentials: CredentialProvider | None = None,
+    check_passwords: bool = True,
+    hooks: Hooks | None = None,
+) -> AsyncIterator[Runtime]:
+    """Build every client from the settings; fail fast on configuration errors."""
+    ehpc = settings.ehpc
+    endpoints = endpoints_from(settings)
+    limiter = RegionLimiter(RateLimit.parse(ehpc.rate_limit), ehpc.rate_limits)
+    vault = VaultClient(VaultSettings.from_config(settings.vault))
+    api = EhpcClient(
+        credentials=credentials or credentials_from(settings),
+        endpoints=endpoints,
+        timeouts=Timeouts(connect=ehpc.connect_timeout, total=ehpc.request_timeout),
+        ca_bundle=Path(ehpc.ca_bundle) if ehpc.ca_bundle else None,
+        max_connections=ehpc.max_connections,
+    )
+    try:
+        store = VaultStore(vault)
+        source: PasswordSource = (
+            VaultPasswordSource(store, settings.passwords.policy)
+            if settings.passwords.source == "vault"
+            else LocalPasswordSource(exclude_lookalikes=settings.passwords.exclude_lookalikes)
+        )
+        if check_passwords:
+            await verify(source)
+        yield Runtime(
+            settings=settings,
+            api=api,
+            vault=vault,
+            store=store,
+            passwords=source,
+            limiter=limiter,
+            retry=RetryPolicy.from_settings(settings.retry),
+            hooks=hooks or NoHooks(),
+        )
+    finally:
+        await api.aclose()
+        await vault.aclose()

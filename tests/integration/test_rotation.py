@@ -1,0 +1,331 @@
+"""The single-cluster state machine against a real OpenBao, with a fake API at the seam."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from rotator.engine.ratelimit import RateLimit, RegionLimiter
+from rotator.engine.report import Outcome
+from rotator.engine.retry import Backoff, RetryPolicy
+from rotator.engine.rotation import RotationContext, Target, rotate_cluster
+from rotator.errors import TerminalApiError, ThrottledError
+from rotator.passwords import LocalPasswordSource, is_valid_vnc_password
+from rotator.secret import Secret
+from rotator.vault.client import VaultClient
+from rotator.vault.devserver import OpenBaoServer
+from rotator.vault.store import VaultStore
+from tests.support.fake_api import FakeApi
+from tests.support.vault import VaultPaths, create_token
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+
+@dataclass
+class Env:
+    api: FakeApi
+    store: VaultStore
+    server: OpenBaoServer
+    paths: VaultPaths
+    sleeps: list[float] = field(default_factory=list)
+    clients: list[VaultClient] = field(default_factory=list)
+
+    async def fake_sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    def context(
+        self, *, owner: str = "test-run", store: VaultStore | None = None, **overrides: object
+    ) -> RotationContext:
+        quick = Backoff(attempts=4, initial_wait=0.01, max_wait=0.05)
+        values: dict[str, object] = {
+            "api": self.api,
+            "store": store or self.store,
+            "passwords": LocalPasswordSource(),
+            "limiter": RegionLimiter(RateLimit.parse("1000/1s")),
+            "retry": RetryPolicy(
+                general=quick,
+                conflict=Backoff(attempts=3, initial_wait=5.0, max_wait=60.0),
+                throttle=quick,
+                vault=quick,
+            ),
+            "owner": owner,
+            "not_before": datetime.now(UTC),
+            "sleep": self.fake_sleep,
+            "claim_ttl": 30.0,
+        }
+        values.update(overrides)
+        return RotationContext(**values)  # type: ignore[arg-type]
+
+    async def vault_password(self, cluster_id: str) -> tuple[str | None, str | None]:
+        state = await self.store.read_vnc(cluster_id)
+        return (
+            state.password.reveal() if state.password else None,
+            state.pending_password.reveal() if state.pending_password else None,
+        )
+
+    async def assert_invariant(self, cluster_id: str) -> None:
+        """Vault holds the cluster's real password as password or pending_password."""
+        real = self.api.clusters[cluster_id].vnc_password
+        current, pending = await self.vault_password(cluster_id)
+        assert real in (current, pending), "the real VNC password is not in Vault"
+
+    def store_with(self, token: Secret) -> VaultStore:
+        client = VaultClient(self.paths.settings(self.server, token=token))
+        self.clients.append(client)
+        return VaultStore(client)
+
+
+@pytest_asyncio.fixture
+async def env(openbao: OpenBaoServer, vault_paths: VaultPaths) -> AsyncIterator[Env]:
+    client = VaultClient(vault_paths.settings(openbao))
+    store = VaultStore(client)
+    api = FakeApi.with_clusters(3)
+    for cluster in api.clusters.values():
+        await store.write_root(cluster.id, "root", Secret(cluster.root_password), cluster.region)
+        # The initial VNC password is known to Vault, as after a first import.
+        state = await store.read_vnc(cluster.id)
+        staged = await store.stage_pending(
+            state, Secret(cluster.vnc_password), region="cn-hangzhou"
+        )
+        await store.commit(
+            staged,
+            request_id="import",
+            rotated_at=datetime(2020, 1, 1, tzinfo=UTC),
+            region="cn-hangzhou",
+        )
+    environment = Env(api=api, store=store, server=openbao, paths=vault_paths)
+    yield environment
+    for extra in environment.clients:
+        await extra.aclose()
+    await client.aclose()
+
+
+def target(cluster_id: str = "c-1") -> Target:
+    return Target(cluster_id=cluster_id, region="cn-hangzhou")
+
+
+async def test_happy_path_commits_the_new_password_and_records_status(env: Env) -> None:
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert outcome.request_id
+    assert outcome.request_id.startswith("REQ-")
+    real = env.api.clusters["c-1"].vnc_password
+    assert is_valid_vnc_password(real)
+    assert real != "init00"
+    assert await env.vault_password("c-1") == (real, None)
+    state = await env.store.read_vnc("c-1")
+    assert state.request_id == outcome.request_id
+    assert state.custom_metadata["status"] == "rotated"
+    assert state.custom_metadata["last_request_id"] == outcome.request_id
+    next_at = datetime.fromisoformat(state.custom_metadata["next_rotation_at"])
+    assert timedelta(days=29) < next_at - datetime.now(UTC) < timedelta(days=31)
+
+
+async def test_terminal_error_clears_a_fresh_pending_and_keeps_the_old_password(env: Env) -> None:
+    env.api.clusters["c-1"].root_password = "changed-by-someone"
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.FAILED
+    assert outcome.code == "IncorrectCredential"
+    assert await env.vault_password("c-1") == ("init00", None)
+    assert env.api.clusters["c-1"].changes == 0
+    state = await env.store.read_vnc("c-1")
+    assert state.custom_metadata["status"] == "failed"
+    assert state.custom_metadata["last_error_code"] == "IncorrectCredential"
+
+
+async def test_dropped_answer_is_retried_with_the_same_password(env: Env) -> None:
+    env.api.script("c-1", "drop", "ok")
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED
+    sent = env.api.sent("c-1")
+    assert len(sent) == 2
+    assert sent[0] == sent[1], "an ambiguous call must be retried as is"
+    await env.assert_invariant("c-1")
+    assert (await env.vault_password("c-1"))[1] is None
+
+
+async def test_ambiguous_until_give_up_keeps_pending_and_the_next_run_converges(env: Env) -> None:
+    env.api.script("c-1", "drop", "lost", "lost", "lost")
+
+    first = await rotate_cluster(target(), env.context(owner="run-1"))
+
+    assert first.outcome is Outcome.FAILED
+    assert first.code == "Timeout"
+    await env.assert_invariant("c-1")
+    current, pending = await env.vault_password("c-1")
+    assert pending == env.api.clusters["c-1"].vnc_password != current
+    assert (await env.store.read_vnc("c-1")).custom_metadata["status"] == "pending"
+
+    second = await rotate_cluster(target(), env.context(owner="run-2"))
+
+    assert second.outcome is Outcome.ROTATED
+    assert env.api.sent("c-1")[-1] == pending, "the rerun re-applies the pending password"
+    assert await env.vault_password("c-1") == (pending, None)
+
+
+async def test_terminal_error_after_an_ambiguous_one_keeps_pending(env: Env) -> None:
+    not_running = TerminalApiError("cluster stopped", code="InvalidClusterStatus")
+    env.api.script("c-1", "drop", not_running)
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.SKIPPED
+    await env.assert_invariant("c-1")
+    assert (await env.vault_password("c-1"))[1] == env.api.clusters["c-1"].vnc_password
+
+
+async def test_a_pending_password_the_api_rejects_is_replaced(env: Env) -> None:
+    state = await env.store.read_vnc("c-1")
+    await env.store.stage_pending(state, Secret("abcdef"), region="cn-hangzhou")
+    env.api.script("c-1", TerminalApiError("parameter Passwd invalid", code="InvalidParams"), "ok")
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED
+    first, second = env.api.sent("c-1")
+    assert first == "abcdef"
+    assert second != "abcdef"
+    assert await env.vault_password("c-1") == (second, None)
+
+
+async def test_transient_errors_are_retried_then_succeed(env: Env) -> None:
+    unavailable = error("ServiceUnavailable", 503)
+    env.api.script("c-1", unavailable, error("AgentError", 403), "ok")
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert outcome.attempts == 3
+    assert len(env.sleeps) == 2
+
+
+async def test_conflict_has_its_own_longer_schedule(env: Env) -> None:
+    env.api.script("c-1", error("ConflictOpt", 403), error("ConflictOpt", 403), "ok")
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert len(env.sleeps) == 2
+    # the general schedule here never waits more than 0.05 s; ConflictOpt's allows up to 10 s
+    assert all(0 <= s <= 10.0 for s in env.sleeps)
+    assert env.context().retry.schedule_for(error("ConflictOpt", 403)).initial_wait == 5.0
+
+
+async def test_throttling_honours_the_servers_retry_after(env: Env) -> None:
+    throttled = ThrottledError("slow down", code="Throttling.User", retry_after=2.5)
+    env.api.script("c-1", throttled, "ok")
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert 2.5 <= env.sleeps[0] <= 3.0
+
+
+async def test_vault_unreachable_means_the_api_is_never_called(env: Env) -> None:
+    from rotator.vault.devserver import free_port
+
+    client = VaultClient(env.paths.settings(env.server, addr=f"http://127.0.0.1:{free_port()}"))
+    env.clients.append(client)
+
+    outcome = await rotate_cluster(target(), env.context(store=VaultStore(client)))
+
+    assert outcome.outcome is Outcome.FAILED
+    assert outcome.code == "VaultUnavailable"
+    assert env.api.calls == []
+
+
+async def test_commit_failure_leaves_the_password_pending_and_a_rerun_commits(env: Env) -> None:
+    admin = VaultClient(env.paths.settings(env.server))
+    env.clients.append(admin)
+    token = await create_token(admin, policies=["root"], ttl="1h")
+    doomed = env.store_with(token)
+
+    async def revoke_token() -> None:
+        await admin.write("auth/token/revoke", {"token": token.reveal()})
+
+    env.api.script("c-1", revoke_token)
+
+    outcome = await rotate_cluster(
+        target(), env.context(store=doomed, owner="run-1", claim_ttl=0.5)
+    )
+
+    assert outcome.outcome is Outcome.COMMIT_FAILED
+    await env.assert_invariant("c-1")
+    real = env.api.clusters["c-1"].vnc_password
+    assert (await env.vault_password("c-1"))[1] == real
+
+    # run-1 could not even release its claim (its token is gone): the rerun waits it out.
+    rerun = await rotate_cluster(target(), env.context(owner="run-2", sleep=asyncio.sleep))
+    assert rerun.outcome is Outcome.ROTATED
+    assert await env.vault_password("c-1") == (real, None)
+
+
+async def test_two_rotators_racing_make_exactly_one_change(env: Env) -> None:
+    release = asyncio.Event()
+    applying = asyncio.Event()
+
+    async def slow_apply() -> None:
+        applying.set()
+        await release.wait()
+
+    env.api.script("c-1", slow_apply)
+    ctx_a = env.context(owner="replica-a", sleep=asyncio.sleep, claim_ttl=1.0)
+    ctx_b = env.context(
+        owner="replica-b", sleep=asyncio.sleep, claim_ttl=1.0, not_before=ctx_a.not_before
+    )
+
+    task_a = asyncio.create_task(rotate_cluster(target(), ctx_a))
+    await applying.wait()
+    task_b = asyncio.create_task(rotate_cluster(target(), ctx_b))
+    await asyncio.sleep(0.2)
+    release.set()
+    results = await asyncio.gather(task_a, task_b)
+
+    assert sorted(r.outcome for r in results) == [Outcome.ROTATED, Outcome.SKIPPED]
+    assert env.api.clusters["c-1"].changes == 1
+    await env.assert_invariant("c-1")
+
+
+async def test_a_dead_rotators_claim_is_taken_over_after_it_expires(env: Env) -> None:
+    state = await env.store.read_vnc("c-1")
+    await env.store.stage_pending(
+        state,
+        Secret("dead01"),
+        region="cn-hangzhou",
+        owner="dead-replica",
+        claim_until=datetime.now(UTC) + timedelta(seconds=0.3),
+    )
+
+    outcome = await rotate_cluster(target(), env.context(sleep=asyncio.sleep))
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert env.api.sent("c-1") == ["dead01"], "the dead rotator's pending password is reused"
+    assert await env.vault_password("c-1") == ("dead01", None)
+
+
+async def test_a_cluster_rotated_since_the_trigger_is_skipped(env: Env) -> None:
+    ctx = env.context()
+    assert (await rotate_cluster(target(), ctx)).outcome is Outcome.ROTATED
+
+    again = await rotate_cluster(target(), env.context(not_before=ctx.not_before))
+
+    assert again.outcome is Outcome.SKIPPED
+    assert again.code == "AlreadyRotated"
+    assert env.api.clusters["c-1"].changes == 1
+
+
+def error(code: str, status: int) -> TerminalApiError:
+    from rotator.ehpc.codes import error_for_code
+
+    return error_for_code(code, "injected", http_status=status)  # type: ignore[return-value]
