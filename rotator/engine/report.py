@@ -173,6 +173,25 @@ class RunSummary:
             "clusters": [o.to_dict() for o in self.outcomes],
         }
 
+    def to_vault_record(self) -> dict[str, Any]:
+        """The report as stored at ``<runs_path>/<run_id>``.
+
+        Vault and OpenBao refuse JSON bodies with too many strings, so the per-cluster list is
+        one compact JSON string of ``[cluster_id, region, outcome, code, attempts, request_id]``
+        rows rather than thousands of objects.
+        """
+        record = {k: v for k, v in self.to_dict().items() if k not in ("clusters", "failures")}
+        record["failures"] = {code: len(group) for code, group in self.failures_by_code().items()}
+        record["clusters_columns"] = "cluster_id,region,outcome,code,attempts,request_id"
+        record["clusters"] = json.dumps(
+            [
+                [o.cluster_id, o.region, o.outcome.value, o.code, o.attempts, o.request_id]
+                for o in self.outcomes
+            ],
+            separators=(",", ":"),
+        )
+        return record
+
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 

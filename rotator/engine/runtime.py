@@ -148,9 +148,9 @@ class Runtime:
             trigger=trigger,
         )
         try:
-            await self.store.write_run_report(run_id, summary.to_dict())
+            await self.store.write_run_report(run_id, summary.to_vault_record())
         except VaultError as exc:
-            log.error("run_report_not_stored", code=exc.code, run_id=run_id)
+            log.error("run_report_not_stored", code=exc.code, detail=exc.message, run_id=run_id)
         return summary
 
 
