@@ -122,12 +122,8 @@ async def rotate(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
             return await _print_plan(runtime, targets, as_json=args.json)
         run_id = new_run_id()
         show_progress = sys.stderr.isatty() and not args.no_progress and not args.json
-        with (
-            structlog.contextvars.bound_contextvars(run_id=run_id),
-            ProgressHooks(len(targets), enabled=show_progress) as progress,
-        ):
+        with ProgressHooks(len(targets), enabled=show_progress) as progress:
             runtime.hooks = progress
-            log.info("run_started", clusters=len(targets))
             summary = await runtime.rotate(
                 targets,
                 run_id=run_id,

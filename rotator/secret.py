@@ -14,8 +14,11 @@ from __future__ import annotations
 import hmac
 import threading
 from collections import Counter, OrderedDict
+from pathlib import Path
 
-__all__ = ["MASK", "Secret", "find_known_secrets"]
+from rotator.errors import ConfigError
+
+__all__ = ["MASK", "Secret", "find_known_secrets", "read_secret_file"]
 
 MASK = "******"
 
@@ -104,3 +107,22 @@ class Secret:
     def __reduce__(self) -> tuple[object, ...]:
         # Pickling would carry the clear value to wherever it is unpickled (queues, caches).
         raise TypeError("Secret values cannot be pickled")
+
+
+def read_secret_file(path: str | Path, *, key: str) -> Secret:
+    """A secret kept in a file (AccessKey secret, AppRole secret_id, webhook token), stripped.
+
+    Every problem is a :class:`ConfigError` naming the setting ``key`` and the path, never the
+    content.
+    """
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", key=key) from None
+    except PermissionError:
+        raise ConfigError(f"{path} is not readable", key=key) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from None
+    if not value:
+        raise ConfigError(f"{path} is empty", key=key)
+    return Secret(value)

@@ -33,14 +33,14 @@ from rotator.engine.ratelimit import RateLimit, RegionLimiter
 from rotator.engine.report import RunSummary
 from rotator.engine.retry import RetryPolicy
 from rotator.engine.rotation import RotationContext, Target
-from rotator.errors import ConfigError, VaultError
+from rotator.errors import VaultError
 from rotator.passwords import (
     LocalPasswordSource,
     PasswordSource,
     VaultPasswordSource,
     verify,
 )
-from rotator.secret import Secret
+from rotator.secret import read_secret_file
 from rotator.vault.client import VaultClient
 from rotator.vault.settings import VaultSettings
 from rotator.vault.store import VaultStore
@@ -55,27 +55,19 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def _read_secret_file(path: str, key: str) -> Secret:
-    try:
-        value = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from None
-    if not value:
-        raise ConfigError(f"{path} is empty", key=key)
-    return Secret(value)
-
-
 def credentials_from(settings: Settings) -> CredentialProvider:
     creds = settings.credentials
     if creds.source == "static":
         token = (
-            _read_secret_file(creds.security_token_file, "credentials.security_token_file")
+            read_secret_file(creds.security_token_file, key="credentials.security_token_file")
             if creds.security_token_file
             else None
         )
         return StaticCredentials(
             creds.access_key_id,
-            _read_secret_file(creds.access_key_secret_file, "credentials.access_key_secret_file"),
+            read_secret_file(
+                creds.access_key_secret_file, key="credentials.access_key_secret_file"
+            ),
             token,
         )
     return DefaultChainCredentials()
@@ -138,15 +130,17 @@ class Runtime:
             self.settings.rotation.max_failures if max_failures is None else max_failures,
             len(chosen),
         )
-        summary = await run_batch(
-            chosen,
-            self.context(run_id=run_id, not_before=not_before),
-            run_id=run_id,
-            concurrency=concurrency or self.settings.rotation.concurrency,
-            max_failures=threshold,
-            stop=stop,
-            trigger=trigger,
-        )
+        with structlog.contextvars.bound_contextvars(run_id=run_id):
+            log.info("run_started", clusters=len(chosen), trigger=trigger)
+            summary = await run_batch(
+                chosen,
+                self.context(run_id=run_id, not_before=not_before),
+                run_id=run_id,
+                concurrency=concurrency or self.settings.rotation.concurrency,
+                max_failures=threshold,
+                stop=stop,
+                trigger=trigger,
+            )
         try:
             await self.store.write_run_report(run_id, summary.to_vault_record())
         except VaultError as exc:

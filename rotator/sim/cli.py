@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rotator.errors import ConfigError
 from rotator.logs import configure_logging
+from rotator.secret import read_secret_file
 from rotator.sim.config import ACTIONS, DEFAULT_REGIONS, FaultConfig, SimConfig
 from rotator.sim.server import Simulator
 
@@ -92,25 +93,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--jitter-ms", type=float, default=0.0, help="uniform extra latency")
 
 
-def _read_secret_file(path: Path, what: str) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    if not value:
-        raise ConfigError(f"the {what} file {path} is empty")
-    return value
-
-
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The :class:`SimConfig` the parsed flags describe; ConfigError on bad values."""
     if args.access_key_secret_file is not None:
-        secret = _read_secret_file(args.access_key_secret_file, "access key secret")
+        secret = read_secret_file(
+            args.access_key_secret_file, key="--access-key-secret-file"
+        ).reveal()
     else:
         secret = os.environ.get(SECRET_ENV) or _DEFAULT_SECRET
     admin_token = None
     if args.admin_token_file is not None:
-        admin_token = _read_secret_file(args.admin_token_file, "admin token")
+        admin_token = read_secret_file(args.admin_token_file, key="--admin-token-file").reveal()
     try:
         faults = FaultConfig(
             service_unavailable_rate=args.service_unavailable_rate,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from rotator.errors import ConfigError
-from rotator.secret import Secret
+from rotator.secret import Secret, read_secret_file
 
 if TYPE_CHECKING:
     from rotator.config import VaultConfig
@@ -171,12 +171,4 @@ class VaultSettings:
 
     def read_secret_file(self, path: str, key: str) -> Secret:
         """A credential file (AppRole secret_id, Kubernetes JWT), stripped."""
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise ConfigError(f"{path} does not exist", key=key) from None
-        except PermissionError:
-            raise ConfigError(f"{path} is not readable", key=key) from None
-        if not value:
-            raise ConfigError(f"{path} is empty", key=key)
-        return Secret(value)
+        return read_secret_file(path, key=key)
