@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rotator demo
 
+SOURCES := rotator tests bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check rotator tests bench
-	$(BIN)/ruff format --check rotator tests bench
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
