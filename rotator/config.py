@@ -175,7 +175,7 @@ class ServeSettings:
 
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
-    level: str = "info"
+    level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
@@ -232,7 +232,7 @@ def _convert(value: Any, hint: Any, key: str, *, duration: bool) -> Any:
             return value.lower() in {"1", "true", "yes", "on"}
         raise ConfigError(f"expected true or false, got {value!r}", key=key)
     if hint is int:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ConfigError(f"expected a whole number, got {value!r}", key=key)
         try:
             return int(value)
@@ -301,10 +301,18 @@ def _build_section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     overrides: dict[str, dict[str, str]] = {}
     for section, cls in _SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            env_name = f"ROTATOR_{section}_{f.name}".upper()
-            if env_name in environ:
-                overrides.setdefault(section, {})[f.name] = environ[env_name]
+        prefix = f"ROTATOR_{section}_".upper()
+        known = {f"{prefix}{f.name}".upper(): f.name for f in dataclasses.fields(cls)}
+        for name, value in environ.items():
+            if not name.startswith(prefix):
+                continue
+            if name not in known:
+                # A typo would otherwise be silently ignored, and the default used.
+                raise ConfigError(
+                    f"environment variable {name} names no setting of [{section}] "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+            overrides.setdefault(section, {})[known[name]] = value
     return overrides
 
 

@@ -54,7 +54,7 @@ def _clean(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         return scrub(value)
     if depth > 6:
-        return value
+        return scrub(repr(value))
     if isinstance(value, Mapping):
         return {
             k: (MASK if isinstance(k, str) and _sensitive(k) and v else _clean(v, depth + 1))

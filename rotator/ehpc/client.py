@@ -46,7 +46,7 @@ from rotator.errors import (
     TerminalApiError,
     ThrottledError,
 )
-from rotator.secret import Secret
+from rotator.secret import MASK, Secret
 
 __all__ = ["DEFAULT_ENDPOINT_TEMPLATE", "EhpcClient", "Endpoints", "Timeouts"]
 
@@ -85,8 +85,23 @@ class Endpoints:
     allow_insecure_http: bool = False
 
     def url_for(self, region: str) -> URL:
-        raw = self.single or self.overrides.get(region) or self.template.format(region=region)
-        url = URL(raw)
+        if self.single:
+            raw, key = self.single, "ehpc.endpoint"
+        elif region in self.overrides:
+            raw, key = self.overrides[region], f"ehpc.endpoints.{region}"
+        else:
+            key = "ehpc.endpoint_template"
+            try:
+                raw = self.template.format(region=region)
+            except (KeyError, IndexError, ValueError):
+                raise ConfigError(
+                    f"{self.template!r} must contain only the placeholder {{region}}", key=key
+                ) from None
+        try:
+            url = URL(raw)
+            url.port  # noqa: B018 - a bad port only shows when it is read
+        except ValueError:
+            raise ConfigError(f"{raw!r} is not a valid URL", key=key) from None
         self._check(url, raw)
         return url.with_path("/")
 
@@ -121,6 +136,16 @@ class Timeouts:
     total: float = 30.0
 
 
+def _tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """Verification always on; a custom bundle replaces the system CAs. Checked at start-up."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError):
+        raise ConfigError(
+            f"{ca_bundle} is not a readable PEM bundle of CA certificates", key="ehpc.ca_bundle"
+        ) from None
+
+
 def _host_header(url: URL) -> str:
     host = url.raw_host or ""
     if ":" in host:  # IPv6 literal
@@ -149,7 +174,7 @@ class EhpcClient:
         self._credentials = credentials
         self._endpoints = endpoints
         self._timeouts = timeouts or Timeouts()
-        self._ca_bundle = ca_bundle
+        self._ssl_context = _tls_context(ca_bundle)
         self._max_connections = max_connections
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
@@ -168,11 +193,8 @@ class EhpcClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
-            context = ssl.create_default_context(
-                cafile=str(self._ca_bundle) if self._ca_bundle else None
-            )
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ssl=context, ttl_dns_cache=300
+                limit=self._max_connections, ssl=self._ssl_context, ttl_dns_cache=300
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -225,19 +247,9 @@ class EhpcClient:
                 "ListClusters",
                 {"RegionId": region, "PageNumber": str(page), "PageSize": str(LIST_PAGE_SIZE)},
             )
-            entries = body.get("Clusters", {}).get("ClusterInfoSimple", [])
-            for entry in entries:
-                clusters.append(
-                    Cluster(
-                        id=str(entry["Id"]),
-                        region=str(entry.get("RegionId") or region),
-                        name=str(entry.get("Name", "")),
-                        zone=str(entry.get("ZoneId", "")),
-                        status=str(entry.get("Status", "")),
-                    )
-                )
-            total = int(body.get("TotalCount", len(clusters)))
-            if not entries or len(clusters) >= total:
+            entries, total = _cluster_page(body, region)
+            clusters.extend(entries)
+            if not entries or len(clusters) >= (total if total is not None else len(clusters)):
                 return clusters
             page += 1
 
@@ -320,7 +332,7 @@ class EhpcClient:
             return decoded
         raise error_for_code(
             str(code or f"HTTP{status}"),
-            str(decoded.get("Message", "")),
+            _without_secrets(str(decoded.get("Message", "")), params),
             http_status=status,
             cluster_id=cluster_id,
             request_id=request_id,
@@ -393,6 +405,57 @@ class EhpcClient:
         headers["accept"] = "application/json"
         headers["user-agent"] = self._user_agent
         return headers
+
+
+def _cluster_page(body: Mapping[str, Any], region: str) -> tuple[list[Cluster], int | None]:
+    """One ListClusters page; a body of an unexpected shape is an error, not a crash."""
+
+    def bad(what: str) -> RetryableApiError:
+        return RetryableApiError(
+            f"ListClusters answered 200 with {what}",
+            code="InvalidResponse",
+            http_status=200,
+            request_id=str(body.get("RequestId", "")) or None,
+        )
+
+    wrapper = body.get("Clusters")
+    if wrapper is None:
+        if body.get("TotalCount") not in (None, 0, "0"):
+            raise bad("no Clusters although TotalCount is not 0")
+        wrapper = {}
+    entries = wrapper.get("ClusterInfoSimple", []) if isinstance(wrapper, Mapping) else None
+    if not isinstance(entries, list):
+        raise bad("Clusters.ClusterInfoSimple that is not a list")
+    clusters = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not entry.get("Id"):
+            raise bad("a cluster entry without an Id")
+        clusters.append(
+            Cluster(
+                id=str(entry["Id"]),
+                region=str(entry.get("RegionId") or region),
+                name=str(entry.get("Name", "")),
+                zone=str(entry.get("ZoneId", "")),
+                status=str(entry.get("Status", "")),
+            )
+        )
+    raw_total = body.get("TotalCount")
+    if raw_total is None:
+        return clusters, None
+    try:
+        return clusters, int(raw_total)
+    except (TypeError, ValueError):
+        raise bad(f"a TotalCount that is not a number ({type(raw_total).__name__})") from None
+
+
+def _without_secrets(text: str, params: Mapping[str, ParamValue]) -> str:
+    """A server (or a proxy) may echo the request: cut our secrets out, raw or form-encoded."""
+    for value in params.values():
+        if isinstance(value, Secret) and value:
+            clear = value.reveal()
+            for form in {clear, quote(clear, safe="~"), quote(clear, safe="")}:
+                text = text.replace(form, MASK)
+    return text
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

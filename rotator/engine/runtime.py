@@ -159,6 +159,7 @@ async def open_runtime(
     """Build every client from the settings; fail fast on configuration errors."""
     ehpc = settings.ehpc
     endpoints = endpoints_from(settings)
+    FailureThreshold.parse(settings.rotation.max_failures, 1)  # a typo fails now, not mid-run
     limiter = RegionLimiter(RateLimit.parse(ehpc.rate_limit), ehpc.rate_limits)
     vault = VaultClient(VaultSettings.from_config(settings.vault))
     api = EhpcClient(
