@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from rotator.errors import VaultError
+from rotator.errors import VaultError, VaultUnavailableError
 from rotator.secret import Secret
 from rotator.vault.client import JsonDict, VaultClient, VaultNotFoundError
 from rotator.vault.settings import VaultSettings
 
 __all__ = ["RootCredential", "VaultStore", "VncState", "format_time", "parse_time"]
+
+# Re-reads when the secret is created between the data read and the metadata read.
+_READ_RACE_RETRIES = 3
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -199,18 +202,27 @@ class VaultStore:
         its first rotation); only then is a second (metadata) read needed.
         """
         mount, path = self.settings.kv_mount, self.vnc_path(cluster_id)
-        entry = await self.client.kv_read(mount, path)
-        if entry is None:
+        for _ in range(_READ_RACE_RETRIES):
+            entry = await self.client.kv_read(mount, path)
+            if entry is not None:
+                break
             metadata = await self.client.kv_metadata(mount, path)
             if metadata is None:
                 return VncState(cluster_id=cluster_id)
-            entry = {
-                "data": {},
-                "metadata": {
-                    "version": metadata.get("current_version") or 0,
-                    "custom_metadata": metadata.get("custom_metadata"),
-                },
-            }
+            version = int(metadata.get("current_version") or 0)
+            if version == 0:
+                entry = {
+                    "data": {},
+                    "metadata": {"version": 0, "custom_metadata": metadata.get("custom_metadata")},
+                }
+                break
+            # A rival created the first version between our two reads. Returning that version
+            # with empty data would let our CAS write succeed over its live claim: read again.
+        else:
+            raise VaultUnavailableError(
+                f"{mount}/{path} kept changing while it was read; try again",
+                cluster_id=cluster_id,
+            )
         return self._state(cluster_id, entry.get("data") or {}, entry.get("metadata") or {})
 
     @staticmethod

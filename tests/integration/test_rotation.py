@@ -329,3 +329,37 @@ def error(code: str, status: int) -> TerminalApiError:
     from rotator.ehpc.codes import error_for_code
 
     return error_for_code(code, "injected", http_status=status)  # type: ignore[return-value]
+
+
+async def test_a_rival_creating_the_secret_between_our_two_reads_is_seen(env: Env) -> None:
+    """Status metadata may exist before a cluster's first version; a rival may create that
+    version between our data read and our metadata read. We must see its pending claim."""
+    await env.store.update_status("c-2", status="failed", last_error_code="Earlier")
+
+    class RivalFirst(VaultClient):
+        armed = True
+
+        async def kv_metadata(self, mount: str, path: str) -> dict[str, object] | None:
+            if self.armed and path.endswith("/c-2"):
+                self.armed = False
+                rival = await env.store.read_vnc("c-2")
+                await env.store.stage_pending(
+                    rival,
+                    Secret("rival1"),
+                    region="cn-hangzhou",
+                    owner="rival",
+                    claim_until=datetime.now(UTC) + timedelta(minutes=5),
+                )
+            return await super().kv_metadata(mount, path)
+
+    client = RivalFirst(env.paths.settings(env.server))
+    env.clients.append(client)
+    # A fresh secret: drop the imported version so c-2 has metadata but no data yet.
+    await client.request("DELETE", f"secret/metadata/{env.paths.vnc_path}/c-2")
+    await env.store.update_status("c-2", status="failed", last_error_code="Earlier")
+
+    state = await VaultStore(client).read_vnc("c-2")
+
+    assert state.version == 1
+    assert state.pending_password == Secret("rival1")
+    assert state.claim_owner == "rival"
