@@ -394,3 +394,16 @@ def test_str_is_one_readable_line() -> None:
         "PartFailure (rotated=2, skipped=1, failed=3, commit_failed=1, not_attempted=3) "
         "in run run-42"
     )
+
+
+def test_regions_are_interleaved_so_every_regions_rate_limit_is_used() -> None:
+    from rotator.engine.batch import interleave_regions
+    from rotator.engine.rotation import Target
+
+    targets = [Target(f"{r}-{i}", r) for r in ("a", "b", "c") for i in range(3)] + [
+        Target("a-3", "a")
+    ]
+
+    mixed = [t.cluster_id for t in interleave_regions(targets)]
+
+    assert mixed == ["a-0", "b-0", "c-0", "a-1", "b-1", "c-1", "a-2", "b-2", "c-2", "a-3"]

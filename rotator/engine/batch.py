@@ -72,6 +72,22 @@ def dedupe(targets: Iterable[Target]) -> list[Target]:
     return list(seen.values())
 
 
+def interleave_regions(targets: Iterable[Target]) -> list[Target]:
+    """Round-robin over regions, keeping each region's order.
+
+    Rate limits are per region: taken region by region, every concurrency slot would wait on
+    one region's throttler while the others sit idle.
+    """
+    by_region: dict[str, list[Target]] = {}
+    for target in targets:
+        by_region.setdefault(target.region, []).append(target)
+    queues = list(by_region.values())
+    mixed: list[Target] = []
+    for position in range(max((len(q) for q in queues), default=0)):
+        mixed.extend(q[position] for q in queues if position < len(q))
+    return mixed
+
+
 @dataclass(slots=True)
 class _State:
     failures: int = 0
@@ -130,7 +146,7 @@ async def run_batch(
         outcomes.append(result)
         ctx.hooks.outcome(result)
 
-    for target in dedupe(targets):
+    for target in interleave_regions(dedupe(targets)):
         if target.status is not None and target.status != "running":
             skip(target, Outcome.SKIPPED, "ClusterNotRunning", f"status is {target.status}")
             continue
