@@ -170,7 +170,6 @@ class ServeSettings:
     jitter: float = _duration("10m")
     batch_delay: float = _duration("2s")
     batch_max: int = 500
-    lock_ttl: float = _duration("5m")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,309 @@
+"""A client of HashiCorp Vault's event stream, turning events into cluster triggers.
+
+    mapper = EventMapper(kv_mount="secret", trigger_path="ehpc/trigger", known=lambda: ids)
+    stream = EventStream(addr=..., namespace="", token=client.token, event_types=[...],
+                         mapper=mapper, on_trigger=lambda cluster_id, not_before, event: ...)
+    await stream.run(stop)
+
+One WebSocket per event type at ``GET /v1/sys/events/subscribe/<type>?json=true`` with the
+token in ``X-Vault-Token`` (Vault Enterprise 1.16+). Messages are CloudEvents JSON; the parser
+accepts the current snake_case fields and the older camelCase ones, and skips anything else with
+one warning. Duplicates (same event id, e.g. replayed after a reconnect) are dropped. A dropped
+connection is retried with exponential backoff and jitter. A server without the stream (OpenBao
+answers 404) is logged once and the stream stops for good: the lease schedule still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import ssl
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import structlog
+
+from rotator.secret import Secret
+from rotator.serve._aio import wait_event
+from rotator.vault.store import parse_time
+
+__all__ = [
+    "EventMapper",
+    "EventParseError",
+    "EventStream",
+    "RecentIds",
+    "VaultEvent",
+    "parse_event",
+]
+
+log = structlog.get_logger("rotator.serve")
+
+_KV_OPERATIONS = ("data", "metadata", "delete", "undelete", "destroy")
+
+
+class EventParseError(ValueError):
+    """A message that is not a Vault event we can read (the text says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VaultEvent:
+    id: str
+    event_type: str
+    """``kv-v2/data-write``, ``lease/expired``..."""
+    path: str | None
+    """``data.event.metadata.path``, e.g. ``secret/data/ehpc/trigger/ehpc-1``."""
+    mount_path: str | None
+    """``data.plugin_info.mount_path``, e.g. ``secret/``."""
+    time: datetime | None
+    metadata: Mapping[str, str]
+    """Every string in ``data.event.metadata`` (lease events name the lease here)."""
+
+
+def _pick(mapping: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in mapping:
+            return mapping[name]
+    return None
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def parse_event(raw: str | bytes) -> VaultEvent:
+    """One WebSocket message -> :class:`VaultEvent`; :class:`EventParseError` if unusable."""
+    try:
+        message = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EventParseError("not JSON") from None
+    if not isinstance(message, Mapping):
+        raise EventParseError("not a JSON object")
+    data = _object(message.get("data"))
+    event = _object(data.get("event"))
+    event_id = _pick(message, "id") or _pick(event, "id")
+    if not isinstance(event_id, str) or not event_id:
+        raise EventParseError("no event id")
+    event_type = _pick(data, "event_type", "eventType") or _pick(message, "type")
+    if not isinstance(event_type, str) or not event_type or event_type == "*":
+        raise EventParseError("no event type")
+    metadata_raw = _object(event.get("metadata"))
+    metadata = {str(k): v for k, v in metadata_raw.items() if isinstance(v, str)}
+    plugin = _object(_pick(data, "plugin_info", "pluginInfo"))
+    mount = _pick(plugin, "mount_path", "mountPath")
+    path = metadata.get("path") or metadata.get("data_path") or metadata.get("dataPath")
+    return VaultEvent(
+        id=event_id,
+        event_type=event_type,
+        path=path,
+        mount_path=mount if isinstance(mount, str) and mount else None,
+        time=parse_time(message.get("time")),
+        metadata=metadata,
+    )
+
+
+class RecentIds:
+    """A bounded LRU of event ids: ``seen(id)`` is True for a repeat."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            self._ids.move_to_end(event_id)
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class EventMapper:
+    """Which clusters an event is about.
+
+    KV events: a write or delete at ``<kv_mount>/data/<trigger_path>/<ClusterId>``. Other events
+    (``lease/expired``, ``lease/revoked``): any known cluster id that is a segment of the path,
+    the lease id or another metadata value.
+    """
+
+    kv_mount: str
+    trigger_path: str
+    known: Callable[[], Collection[str]]
+
+    def clusters(self, event: VaultEvent) -> list[str]:
+        if event.event_type.startswith("kv"):
+            found = self._kv_cluster(event)
+            return [found] if found else []
+        known = self.known()
+        hits: list[str] = []
+        for value in event.metadata.values():
+            for segment in value.split("/"):
+                if segment in known and segment not in hits:
+                    hits.append(segment)
+        return hits
+
+    def _kv_cluster(self, event: VaultEvent) -> str | None:
+        if not event.path:
+            return None
+        mount = self.kv_mount.strip("/")
+        if event.mount_path is not None and event.mount_path.strip("/") != mount:
+            return None
+        path = event.path.strip("/")
+        if path.startswith(mount + "/"):
+            path = path[len(mount) + 1 :]
+        operation, _, rest = path.partition("/")
+        if operation not in _KV_OPERATIONS:
+            rest = path  # a server that reports the path without the API segment
+        prefix = self.trigger_path.strip("/") + "/"
+        if not rest.startswith(prefix):
+            return None
+        cluster_id = rest[len(prefix) :]
+        return cluster_id if cluster_id and "/" not in cluster_id else None
+
+
+TriggerCallback = Callable[[str, datetime, VaultEvent], None]
+TokenSource = Callable[[], Awaitable[Secret]]
+
+
+class _NoEventStream(Exception):  # noqa: N818 - internal signal, never escapes this module
+    """The server has no event stream (404 on subscribe)."""
+
+
+class EventStream:
+    """Subscribes to every configured event type; reconnects; calls ``on_trigger`` per cluster."""
+
+    def __init__(
+        self,
+        *,
+        addr: str,
+        token: TokenSource,
+        event_types: Iterable[str],
+        mapper: EventMapper,
+        on_trigger: TriggerCallback,
+        namespace: str = "",
+        ssl_context: ssl.SSLContext | bool = True,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        heartbeat: float = 30.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.addr = addr.rstrip("/")
+        self.token = token
+        self.event_types = list(event_types)
+        self.mapper = mapper
+        self.on_trigger = on_trigger
+        self.namespace = namespace
+        self.ssl_context = ssl_context
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.heartbeat = heartbeat
+        self.now = now
+        self.recent = RecentIds()
+        self.unavailable = False
+        """True after a 404: the server has no event stream; nothing more is tried."""
+        self.connections = 0
+        """Successful handshakes (for tests and logs)."""
+        self.ignored = 0
+        """Malformed messages skipped (each logged once)."""
+
+    def url(self, event_type: str) -> str:
+        return f"{self.addr}/v1/sys/events/subscribe/{event_type}?json=true"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.event_types:
+            return
+        async with aiohttp.ClientSession() as session:
+            tasks = [
+                asyncio.create_task(self._subscribe(session, t, stop), name=f"events:{t}")
+                for t in self.event_types
+            ]
+            stopped: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+            try:
+                pending: set[asyncio.Task[Any]] = {*tasks, stopped}
+                while stopped in pending and len(pending) > 1 and not self.unavailable:
+                    _done, pending = await asyncio.wait(
+                        pending, return_when=asyncio.FIRST_COMPLETED
+                    )
+            finally:
+                for task in (*tasks, stopped):
+                    task.cancel()
+                await asyncio.gather(*tasks, stopped, return_exceptions=True)
+
+    async def _subscribe(
+        self, session: aiohttp.ClientSession, event_type: str, stop: asyncio.Event
+    ) -> None:
+        failures = 0
+        while not stop.is_set() and not self.unavailable:
+            try:
+                if await self._connect_once(session, event_type):
+                    failures = 0  # it worked for a while: start the backoff afresh
+            except _NoEventStream:
+                if not self.unavailable:
+                    self.unavailable = True
+                    log.warning(
+                        "vault_events_unavailable",
+                        addr=self.addr,
+                        detail="the server has no event stream (OpenBao, Vault community "
+                        "edition before 1.16); relying on the lease schedule",
+                    )
+                return
+            failures += 1
+            delay = min(self.max_backoff, self.initial_backoff * 2 ** min(failures - 1, 20))
+            delay = random.uniform(delay / 2, delay)  # jitter: replicas do not reconnect in step
+            await wait_event(stop, delay)
+
+    async def _connect_once(self, session: aiohttp.ClientSession, event_type: str) -> bool:
+        """One connection until it drops; True when it got through the handshake."""
+        token = await self.token()
+        headers = {"X-Vault-Token": token.reveal()}
+        if self.namespace:
+            headers["X-Vault-Namespace"] = self.namespace
+        try:
+            async with session.ws_connect(
+                self.url(event_type),
+                headers=headers,
+                heartbeat=self.heartbeat,
+                ssl=self.ssl_context,
+            ) as ws:
+                self.connections += 1
+                log.info("vault_events_subscribed", event_type=event_type)
+                async for message in ws:
+                    if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                        self._handle(message.data)
+                    elif message.type is aiohttp.WSMsgType.ERROR:
+                        break
+                log.info("vault_events_disconnected", event_type=event_type)
+                return True
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 404:
+                raise _NoEventStream from None
+            log.warning("vault_events_refused", event_type=event_type, status=exc.status)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("vault_events_unreachable", event_type=event_type, error=type(exc).__name__)
+        return False
+
+    def _handle(self, raw: str | bytes) -> None:
+        try:
+            event = parse_event(raw)
+        except EventParseError as exc:
+            self.ignored += 1
+            log.warning("vault_event_ignored", reason=str(exc))
+            return
+        if self.recent.seen(event.id):
+            return
+        clusters = self.mapper.clusters(event)
+        for cluster_id in clusters:
+            self.on_trigger(cluster_id, event.time or self.now(), event)
+        if clusters:
+            log.info(
+                "vault_event",
+                event_type=event.event_type,
+                event_id=event.id,
+                clusters=len(clusters),
+            )
