@@ -271,3 +271,44 @@ async def test_a_token_with_only_the_shipped_rotator_policy_can_rotate_the_fleet
     assert json.loads(result.stdout)["status"] == "Success"
     assert await fleet.committed_mismatches() == {}
     assert (await fleet.cli("status", "--json")).code == 0
+
+
+async def test_discovery_and_filters_choose_the_right_clusters(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=30, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    clusters = await fleet.admin_clusters()
+    in_hangzhou = sorted(c for c, v in clusters.items() if v["region"] == "cn-hangzhou")
+    excluded = in_hangzhou[0]
+
+    plan = await fleet.cli(
+        "rotate",
+        "--all",
+        "--discover",
+        "--region",
+        "cn-hangzhou",
+        "--exclude",
+        excluded,
+        "--dry-run",
+        "--json",
+    )
+    assert plan.code == 0, plan.stderr[-2000:]
+    rows = json.loads(plan.stdout)["clusters"]
+    assert sorted(r["cluster_id"] for r in rows) == in_hangzhou[1:]
+    stopped = {c for c, v in clusters.items() if v["status"] != "running"}
+    assert {r["cluster_id"] for r in rows if r["action"] == "skip"} == stopped & set(
+        in_hangzhou[1:]
+    )
+    assert all(v["change_count"] == 0 for v in (await fleet.admin_clusters()).values())
+
+    one = next(c for c in in_hangzhou[1:] if c not in stopped)
+    result = await fleet.cli("rotate", "--cluster", one, "--json")
+    assert result.code == 0, result.stderr[-2000:]
+    assert [c["cluster_id"] for c in json.loads(result.stdout)["clusters"]] == [one]
+    after = await fleet.admin_clusters()
+    assert [c for c, v in after.items() if v["change_count"]] == [one]
+
+    usage = await fleet.cli("rotate")
+    assert usage.code == 2
+    assert "--all" in usage.stderr
