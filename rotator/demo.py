@@ -8,7 +8,6 @@ that Vault holds exactly the password each cluster now has. Stops everything it 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
 import sys
@@ -31,7 +30,7 @@ from rotator.config import (
 from rotator.engine.inventory import Selection, resolve_targets
 from rotator.engine.report import Outcome
 from rotator.engine.runtime import new_run_id, open_runtime
-from rotator.secret import Secret
+from rotator.secret import Secret, write_secret_file
 from rotator.sim import FaultConfig, SimConfig, Simulator
 from rotator.vault.devserver import start_openbao
 from rotator.vault.store import VaultStore
@@ -39,13 +38,6 @@ from rotator.vault.store import VaultStore
 __all__ = ["run_demo"]
 
 REGIONS = ("cn-hangzhou", "cn-shanghai", "cn-beijing")
-
-
-def _private_file(path: Path, value: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value)
-    return path
 
 
 async def _sim_clusters(base_url: str, admin_token: str) -> list[dict[str, object]]:
@@ -76,8 +68,8 @@ async def _demo(
     console.print("Starting a real OpenBao dev server and the E-HPC simulator ...")
     secret_key = secrets.token_urlsafe(24)
     with start_openbao(workdir / "openbao") as bao:
-        token_file = _private_file(workdir / "vault-token", bao.root_token.reveal())
-        key_file = _private_file(workdir / "access-key-secret", secret_key)
+        token_file = write_secret_file(workdir / "vault-token", bao.root_token.reveal())
+        key_file = write_secret_file(workdir / "access-key-secret", secret_key)
         sim_config = SimConfig(
             clusters=clusters,
             regions=REGIONS,

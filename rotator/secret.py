@@ -12,13 +12,14 @@ that somehow picked it up (an error body echoed by a server, say).
 from __future__ import annotations
 
 import hmac
+import os
 import threading
 from collections import Counter, OrderedDict
 from pathlib import Path
 
 from rotator.errors import ConfigError
 
-__all__ = ["MASK", "Secret", "find_known_secrets", "read_secret_file"]
+__all__ = ["MASK", "Secret", "find_known_secrets", "read_secret_file", "write_secret_file"]
 
 MASK = "******"
 
@@ -126,3 +127,11 @@ def read_secret_file(path: str | Path, *, key: str) -> Secret:
     if not value:
         raise ConfigError(f"{path} is empty", key=key)
     return Secret(value)
+
+
+def write_secret_file(path: Path, value: str) -> Path:
+    """Create or replace ``path`` readable by its owner only (0600 from the first byte)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value)
+    return path

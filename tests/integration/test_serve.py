@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,13 +22,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.config import load_settings
-from rotator.secret import Secret
+from rotator.secret import Secret, write_secret_file
 from rotator.serve import Daemon
 from rotator.sim import Simulator
 from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer, free_port
 from rotator.vault.store import VaultStore
 from tests.support.events import FakeEventServer, kv_event
+from tests.support.fleet import toml_document
 from tests.support.sim import SimAdmin, SimFactory
 from tests.support.vault import VaultPaths
 
@@ -40,23 +40,6 @@ HMAC_KEY = "webhook-hmac-key-77aa"
 
 
 # -- helpers (also used by test_serve_replicas.py) -------------------------------------------
-
-
-def private_file(path: Path, value: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value)
-    return path
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value))
 
 
 def write_config(
@@ -104,15 +87,11 @@ def write_config(
         },
         "logging": {"format": "json"},
     }
-    private_file(path.parent / "webhook-token", WEBHOOK_TOKEN)
-    private_file(path.parent / "webhook-hmac", HMAC_KEY)
+    write_secret_file(path.parent / "webhook-token", WEBHOOK_TOKEN)
+    write_secret_file(path.parent / "webhook-hmac", HMAC_KEY)
     for name, section in (sections or {}).items():
         values.setdefault(name, {}).update(section)
-    text = "\n".join(
-        f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in section.items())
-        for name, section in values.items()
-    )
-    path.write_text(text, encoding="utf-8")
+    path.write_text(toml_document(values), encoding="utf-8")
     return path
 
 
@@ -202,8 +181,8 @@ async def make_env(
     **sections: Mapping[str, object],
 ) -> AsyncIterator[Env]:
     sim = await sim_factory(clusters=clusters, regions=("cn-hangzhou", "cn-shanghai"))
-    private_file(tmp_path / "ak", sim.config.access_key_secret)
-    private_file(tmp_path / "vault-token", server.root_token.reveal())
+    write_secret_file(tmp_path / "ak", sim.config.access_key_secret)
+    write_secret_file(tmp_path / "vault-token", server.root_token.reveal())
     client = VaultClient(paths.settings(server))
     async with aiohttp.ClientSession() as session:
         try:

@@ -8,6 +8,7 @@ await fleet.assert_vault_holds_every_password()
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -20,7 +21,7 @@ import aiohttp
 
 from rotator.config import Settings, load_settings
 from rotator.engine.runtime import Runtime, open_runtime
-from rotator.secret import Secret
+from rotator.secret import Secret, write_secret_file
 from rotator.sim import Simulator
 from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer
@@ -28,7 +29,7 @@ from rotator.vault.store import VaultStore
 from tests.support.sim import SimAdmin
 from tests.support.vault import VaultPaths
 
-__all__ = ["CliResult", "Fleet", "rotator_bin"]
+__all__ = ["CliResult", "Fleet", "rotator_bin", "toml_document", "toml_value"]
 
 ROTATOR = Path(sys.executable).parent / "rotator"
 
@@ -37,21 +38,22 @@ def rotator_bin() -> str:
     return str(ROTATOR)
 
 
-def _private(path: Path, value: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value)
-    return path
-
-
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def toml_document(sections: Mapping[str, Mapping[str, object]]) -> str:
+    """A config file from ``{section: {key: value}}`` (flat values and lists)."""
+    return "\n".join(
+        f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
+        for name, values in sections.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +82,8 @@ class Fleet:
         overrides: Mapping[str, Mapping[str, object]] | None = None,
         seed_roots: bool = True,
     ) -> Fleet:
-        token_file = _private(tmp / "vault-token", server.root_token.reveal())
-        key_file = _private(tmp / "ak-secret", sim.config.access_key_secret)
+        token_file = write_secret_file(tmp / "vault-token", server.root_token.reveal())
+        key_file = write_secret_file(tmp / "ak-secret", sim.config.access_key_secret)
         sections: dict[str, dict[str, object]] = {
             "ehpc": {
                 "regions": list(sim.config.regions),
@@ -116,12 +118,8 @@ class Fleet:
         }
         for section, values in (overrides or {}).items():
             sections.setdefault(section, {}).update(values)
-        text = "\n".join(
-            f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
-            for name, values in sections.items()
-        )
         config = tmp / "rotator.toml"
-        config.write_text(text, encoding="utf-8")
+        config.write_text(toml_document(sections), encoding="utf-8")
         fleet = cls(tmp=tmp, sim=sim, server=server, paths=paths, config=config)
         if seed_roots:
             await fleet.seed_roots()
