@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from rotator.config import VaultConfig
 from rotator.errors import ConfigError
 from rotator.secret import Secret, read_secret_file
-
-if TYPE_CHECKING:
-    from rotator.config import VaultConfig
 
 __all__ = ["AuthMethod", "VaultSettings"]
 
@@ -44,27 +42,11 @@ def _env_bool(value: str, name: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class VaultSettings:
+class VaultSettings(VaultConfig):
+    """The ``[vault]`` config section, plus what only the environment may give (the token)."""
+
     addr: str = "https://127.0.0.1:8200"
-    namespace: str = ""
-    ca_cert: str = ""
-    skip_verify: bool = False
-    auth_method: AuthMethod = "token"
     token: Secret | None = None
-    token_file: str = ""
-    role_id: str = ""
-    secret_id_file: str = ""
-    approle_mount: str = "approle"
-    kubernetes_role: str = ""
-    kubernetes_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    kubernetes_mount: str = "kubernetes"
-    kv_mount: str = "secret"
-    root_path: str = "ehpc/root"
-    vnc_path: str = "ehpc/vnc"
-    runs_path: str = "ehpc/runs"
-    max_workers: int = 16
-    timeout: float = 10.0
-    """Seconds for one HTTP request to Vault (connect and read)."""
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
@@ -122,27 +104,11 @@ class VaultSettings:
     ) -> VaultSettings:
         """The config file's ``[vault]`` section; empty keys fall back to the environment."""
         base = cls.from_env(environ)
-        return replace(
-            base,
-            addr=config.addr or base.addr,
-            namespace=config.namespace or base.namespace,
-            ca_cert=config.ca_cert or base.ca_cert,
-            skip_verify=config.skip_verify or base.skip_verify,
-            auth_method=config.auth_method,
-            token_file=config.token_file,
-            role_id=config.role_id,
-            secret_id_file=config.secret_id_file,
-            approle_mount=config.approle_mount,
-            kubernetes_role=config.kubernetes_role,
-            kubernetes_jwt_file=config.kubernetes_jwt_file,
-            kubernetes_mount=config.kubernetes_mount,
-            kv_mount=config.kv_mount,
-            root_path=config.root_path,
-            vnc_path=config.vnc_path,
-            runs_path=config.runs_path,
-            max_workers=config.max_workers,
-            timeout=config.timeout,
-        )
+        values = {f.name: getattr(config, f.name) for f in fields(VaultConfig)}
+        for key in ("addr", "namespace", "ca_cert"):
+            values[key] = values[key] or getattr(base, key)
+        values["skip_verify"] = config.skip_verify or base.skip_verify
+        return replace(base, **values)
 
     def resolve_token(self) -> Secret:
         """The token for ``auth_method = "token"``, read now (files may have been rotated)."""
