@@ -148,8 +148,11 @@ async def _demo(
                     if sample
                     else ""
                 )
-                + f"with BAO_ADDR={bao.addr} and BAO_TOKEN=$(cat {token_file})"
-                + ("" if keep else "  (run `rotator demo --keep` to keep both servers up)")
+                + (
+                    f"with BAO_ADDR={bao.addr} and BAO_TOKEN=$(cat {token_file})"
+                    if keep
+                    else "Run `rotator demo --keep` to keep both servers up and try these."
+                )
             )
             if keep:
                 console.print("Both servers stay up until Ctrl-C.")
