@@ -197,7 +197,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return sim_module.run(args)
     if command == "demo":
         configure_logging(level=args.log_level, fmt="auto")
-        return _run_async(lambda stop: commands.demo(args, stop))
+        # With --keep, Ctrl-C is how the demo is meant to end.
+        return _run_async(lambda stop: commands.demo(args, stop), signal_exit_codes=not args.keep)
     settings = _load(args)
     configure_logging(
         level=args.log_level or settings.logging.level,
