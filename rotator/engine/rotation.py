@@ -232,15 +232,19 @@ async def _rotate(run: _Run) -> ClusterOutcome:
     run.maybe_applied = state.pending_password is not None
     while True:
         state = await _claim(run, state)
-        if state.pending_password is None:  # a rival finished the rotation while we waited
-            return run.outcome(Outcome.SKIPPED, code="AlreadyRotated")
+        if state.pending_password is not None:
+            await ctx.limiter.acquire(target.region)
+            if _claim_running_out(state, ctx):
+                # The rate limiter kept us waiting: renew the claim so no rival starts an
+                # apply of its own while ours is on the wire.
+                state = await _claim(run, state)
         pending = state.pending_password
+        if pending is None:  # a rival finished the rotation while we waited
+            return run.outcome(Outcome.SKIPPED, code="AlreadyRotated")
         run.attempts += 1
         ctx.api_calls += 1
         sent_at = ctx.clock()
         try:
-            await ctx.limiter.acquire(target.region)
-            sent_at = ctx.clock()
             result = await ctx.api.modify_visual_service_passwd(
                 region=target.region,
                 cluster_id=target.cluster_id,
@@ -256,6 +260,14 @@ async def _rotate(run: _Run) -> ClusterOutcome:
         ctx.hooks.api_call(region=target.region, code=None, seconds=ctx.clock() - sent_at)
         run.request_id = result.request_id
         return await _commit(run, state, result.request_id)
+
+
+def _claim_running_out(state: VncState, ctx: RotationContext) -> bool:
+    """Less than half the claim is left: not enough to cover one API call for sure."""
+    if state.claim_until is None:
+        return True
+    left = (state.claim_until - ctx.now()).total_seconds()
+    return left < ctx.claim_ttl / 2
 
 
 def _period_override(state: VncState) -> float | None:

@@ -363,3 +363,24 @@ async def test_a_rival_creating_the_secret_between_our_two_reads_is_seen(env: En
     assert state.version == 1
     assert state.pending_password == Secret("rival1")
     assert state.claim_owner == "rival"
+
+
+async def test_a_long_rate_limit_wait_renews_the_claim_before_applying(env: Env) -> None:
+    class SlowLimiter(RegionLimiter):
+        async def acquire(self, region: str) -> None:
+            await asyncio.sleep(0.6)  # longer than half the claim
+
+    claim_left: list[float] = []
+
+    async def look_at_the_claim() -> None:
+        state = await env.store.read_vnc("c-1")
+        assert state.claim_until is not None
+        claim_left.append((state.claim_until - datetime.now(UTC)).total_seconds())
+
+    env.api.script("c-1", look_at_the_claim)
+    ctx = env.context(limiter=SlowLimiter(RateLimit.parse("1000/1s")), claim_ttl=1.0)
+
+    outcome = await rotate_cluster(target(), ctx)
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert claim_left[0] > 0.5, "the apply went out under a claim about to expire"
