@@ -55,6 +55,14 @@ def _selection(args: argparse.Namespace) -> Selection:
     return selection
 
 
+def _writable(path: Path) -> bool:
+    """Could ``write_report`` create ``path``? (The nearest existing folder decides.)"""
+    folder = path.parent.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK) and not path.is_dir()
+
+
 def write_report(path: Path, text: str) -> None:
     """Atomically: a crash mid-write never leaves half a report for a script to misread."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +124,9 @@ async def rotate(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
     selection = _selection(args)
     if args.concurrency is not None and args.concurrency < 1:
         raise ConfigError("--concurrency must be >= 1")
+    if args.report and not _writable(args.report):
+        # Found out before rotating, not after: the summary must not be lost.
+        raise ConfigError(f"cannot write the report to {args.report}", key="--report")
     async with open_runtime(settings, check_passwords=not args.dry_run) as runtime:
         targets = await resolve_targets(runtime, selection)
         if args.dry_run:
@@ -132,7 +143,10 @@ async def rotate(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
                 concurrency=args.concurrency,
             )
     if args.report:
-        write_report(args.report, summary.to_json())
+        try:
+            write_report(args.report, summary.to_json())
+        except OSError as exc:
+            log.error("report_not_written", path=str(args.report), reason=exc.strerror)
     if args.json:
         print(summary.to_json())
     else:

@@ -168,3 +168,9 @@ async def test_missing_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
             ca_bundle=tmp_path / "missing-ca.pem",
         )
     assert raised.value.key == "ehpc.ca_bundle"
+
+
+@pytest.mark.parametrize("region", ["a/b", "x@evil.example", "cn:hangzhou", "", "CN HZ"])
+def test_a_region_can_never_steer_the_endpoint_host(region: str) -> None:
+    with pytest.raises(ConfigError):
+        Endpoints().url_for(region)

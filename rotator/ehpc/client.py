@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import ssl
 import time
 import uuid
@@ -58,6 +59,7 @@ LIST_PAGE_SIZE = 50
 MAX_RETRY_AFTER_SECONDS = 120.0
 
 ParamValue = str | Secret
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 def _is_loopback(host: str) -> bool:
@@ -85,6 +87,9 @@ class Endpoints:
     allow_insecure_http: bool = False
 
     def url_for(self, region: str) -> URL:
+        if not _REGION.match(region):
+            # Regions come from Vault and ListClusters: never let one steer the URL's host.
+            raise ConfigError(f"{region!r} is not a region id (like cn-hangzhou)", key="region")
         if self.single:
             raw, key = self.single, "ehpc.endpoint"
         elif region in self.overrides:

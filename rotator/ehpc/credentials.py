@@ -66,7 +66,9 @@ class DefaultChainCredentials:
                 "(ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET, profile, ECS RAM role, RRSA); "
                 f"the provider said: {type(exc).__name__}",
                 code="CredentialsUnavailable",
-                retry_class=RetryClass.TERMINAL,
+                # Nothing was sent, and a metadata or OIDC endpoint may just be slow: retry; if it
+                # stays down, the outcome still stops the run as account-wide.
+                retry_class=RetryClass.RETRYABLE,
                 scope=ErrorScope.ACCOUNT,
             ) from None
         token = model.security_token

@@ -22,7 +22,7 @@ import structlog
 
 from rotator.engine.report import ClusterOutcome, Outcome, RunSummary
 from rotator.engine.rotation import RotationContext, Target, rotate_cluster
-from rotator.errors import ConfigError
+from rotator.errors import ConfigError, RotatorError
 
 __all__ = ["FailureThreshold", "run_batch"]
 
@@ -124,6 +124,17 @@ async def run_batch(
     async def one(target: Target) -> None:
         try:
             outcome = await rotate_cluster(target, ctx)
+        except Exception as exc:  # one cluster's bug must not sink the run
+            log.exception("rotation_crashed", cluster_id=target.cluster_id)
+            message = str(exc) if isinstance(exc, RotatorError) else type(exc).__name__
+            outcome = ClusterOutcome(
+                cluster_id=target.cluster_id,
+                region=target.region,
+                outcome=Outcome.FAILED,
+                code=getattr(exc, "code", "InternalError"),
+                message=message,
+            )
+            ctx.hooks.outcome(outcome)
         finally:
             slots.release()
         outcomes.append(outcome)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rotator.engine.rotation import Target
-from rotator.errors import ConfigError, VaultError
+from rotator.errors import ConfigError, RetryClass, VaultError
 
 if TYPE_CHECKING:
     from rotator.engine.runtime import Runtime
@@ -93,8 +93,8 @@ async def _from_vault(
             try:
                 root = await store.read_root(cluster_id)
             except VaultError as exc:
-                if exc.code != "RootCredentialMissing":
-                    raise
+                if exc.retry_class is not RetryClass.TERMINAL:
+                    raise  # Vault is down: the run cannot start at all
                 # The rotation reports it for this cluster; the rest of the run goes on.
                 return Target(cluster_id=cluster_id, region="", period=periods.get(cluster_id))
         return Target(

@@ -226,9 +226,10 @@ async def _rotate(run: _Run) -> ClusterOutcome:
         run.target = replace(run.target, region=root.region)
     target = run.target
     state = await run.vault(lambda: ctx.store.read_vnc(target.cluster_id))
-    if _already_rotated(state, run.not_before):
-        return run.outcome(Outcome.SKIPPED, code="AlreadyRotated")
     run.period_override = _period_override(state)
+    if _already_rotated(state, run.not_before):
+        await _repair_status(run, state)
+        return run.outcome(Outcome.SKIPPED, code="AlreadyRotated")
     run.maybe_applied = state.pending_password is not None
     while True:
         state = await _claim(run, state)
@@ -260,6 +261,39 @@ async def _rotate(run: _Run) -> ClusterOutcome:
         ctx.hooks.api_call(region=target.region, code=None, seconds=ctx.clock() - sent_at)
         run.request_id = result.request_id
         return await _commit(run, state, result.request_id)
+
+
+async def _repair_status(run: _Run, state: VncState) -> None:
+    """The status metadata is written after the commit, best effort; if that write was lost,
+    the daemon's schedule would keep firing on a stale due time. Rewrite it from the data."""
+    rotated_at = state.rotated_at
+    if rotated_at is None:
+        return
+    meta = state.custom_metadata
+    recorded = meta.get("last_rotated_at")
+    same_time = recorded is not None and _parse_iso(recorded) == rotated_at
+    if meta.get("status") == "rotated" and same_time and meta.get("next_rotation_at"):
+        return
+    period = run.period_override or run.target.period or run.ctx.period
+    await _best_effort(
+        run,
+        run.ctx.store.update_status(
+            run.target.cluster_id,
+            status="rotated",
+            last_rotated_at=rotated_at.isoformat(),
+            next_rotation_at=(rotated_at + timedelta(seconds=period)).isoformat(),
+            last_error_code="",
+            last_request_id=state.request_id or "",
+        ),
+    )
+
+
+def _parse_iso(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _claim_running_out(state: VncState, ctx: RotationContext) -> bool:
@@ -349,6 +383,23 @@ async def _fresh_password(run: _Run) -> Secret:
     return password
 
 
+# Answers that come from behind the gateway, after the cluster may have acted on the request.
+_MAY_HAVE_APPLIED_CODES = frozenset({"AgentError", "ExecFail", "UnknownError", "AliyunError"})
+# Answers given before the request reached the cluster.
+_NOT_APPLIED_CODES = frozenset({"ConflictOpt", "ConnectionFailed", "SignatureNonceUsed"})
+
+
+def _may_have_applied(error: ApiError) -> bool:
+    """Could the cluster have taken the password although the answer was an error?
+
+    Throttling and ConflictOpt are refused up front; a server error (5xx) or an agent failure
+    may come after the change happened, so the pending password must then be kept.
+    """
+    if error.code.startswith("Throttling") or error.code in _NOT_APPLIED_CODES:
+        return False
+    return error.code in _MAY_HAVE_APPLIED_CODES or (error.http_status or 500) >= 500
+
+
 def _rejects_passwd(error: ApiError) -> bool:
     return error.code == "InvalidParams" and "Passwd" in error.message
 
@@ -369,8 +420,12 @@ async def _after_api_error(run: _Run, state: VncState, error: ApiError) -> VncSt
         await run.backoff(error, ctx.retry.general)
         return state
     if error.retry_class is RetryClass.RETRYABLE:
+        if _may_have_applied(error):
+            run.maybe_applied = True
         await run.backoff(error)
         return state
+    if error.code in _MAY_HAVE_APPLIED_CODES:
+        run.maybe_applied = True
     if error.code == "InvalidClusterStatus":
         raise _Park(Outcome.SKIPPED, error)
     raise _Park(Outcome.FAILED, error)
@@ -391,6 +446,8 @@ async def _commit(run: _Run, state: VncState, request_id: str) -> ClusterOutcome
             )
         except (_Park, VaultConflictError) as exc:
             error = exc.error if isinstance(exc, _Park) else exc
+            if await _commit_landed(run, state):
+                return await _record_rotated(run, request_id, rotated_at, period)
             log.error(
                 "commit_failed",
                 code=error.code if error else None,
@@ -403,25 +460,43 @@ async def _commit(run: _Run, state: VncState, request_id: str) -> ClusterOutcome
                 code=error.code if error else "CommitFailed",
                 message="password changed; still pending in Vault",
             )
-        next_at = rotated_at + timedelta(seconds=period)
-        await _best_effort(
-            run,
-            ctx.store.update_status(
-                target.cluster_id,
-                status="rotated",
-                last_rotated_at=rotated_at.isoformat(),
-                next_rotation_at=next_at.isoformat(),
-                last_error_code="",
-                last_request_id=request_id,
-                attempts=run.attempts,
-            ),
-        )
-        return run.outcome(Outcome.ROTATED)
+        return await _record_rotated(run, request_id, rotated_at, period)
 
     task: asyncio.Task[ClusterOutcome] = asyncio.create_task(write())
     ctx.background.add(task)
     task.add_done_callback(ctx.background.discard)
     return await asyncio.shield(task)
+
+
+async def _commit_landed(run: _Run, staged: VncState) -> bool:
+    """A commit whose answer was lost may have been written: a retry then loses its CAS to
+    our own write. Look before calling it a failure."""
+    current = await _best_effort(run, run.ctx.store.read_vnc(run.target.cluster_id))
+    return (
+        current is not None
+        and current.pending_password is None
+        and current.password is not None
+        and current.password == staged.pending_password
+    )
+
+
+async def _record_rotated(
+    run: _Run, request_id: str, rotated_at: datetime, period: float
+) -> ClusterOutcome:
+    next_at = rotated_at + timedelta(seconds=period)
+    await _best_effort(
+        run,
+        run.ctx.store.update_status(
+            run.target.cluster_id,
+            status="rotated",
+            last_rotated_at=rotated_at.isoformat(),
+            next_rotation_at=next_at.isoformat(),
+            last_error_code="",
+            last_request_id=request_id,
+            attempts=run.attempts,
+        ),
+    )
+    return run.outcome(Outcome.ROTATED)
 
 
 async def _park(run: _Run, park: _Park) -> ClusterOutcome:

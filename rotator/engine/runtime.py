@@ -109,7 +109,11 @@ class Runtime:
             not_before=not_before or datetime.now(UTC),
             period=rotation.period,
             cluster_deadline=rotation.cluster_deadline,
-            claim_ttl=max(rotation.claim_ttl, self.settings.ehpc.request_timeout + 5.0),
+            # Renewed when half is gone, so half must still cover one whole API call.
+            claim_ttl=max(
+                rotation.claim_ttl,
+                2 * (self.settings.ehpc.request_timeout + self.settings.ehpc.connect_timeout + 5.0),
+            ),
             hooks=self.hooks,
         )
 

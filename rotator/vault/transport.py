@@ -29,6 +29,8 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
+from rotator.errors import ConfigError
+
 __all__ = ["Urllib3Response", "Urllib3Session", "session_for"]
 
 # Vault standbys answer 307 to the active node; requests follows redirects, so do we.
@@ -73,7 +75,15 @@ class Urllib3Session:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         else:
-            context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            try:
+                context = ssl.create_default_context(
+                    cafile=verify if isinstance(verify, str) else None
+                )
+            except (OSError, ssl.SSLError):
+                raise ConfigError(
+                    f"{verify} is not a readable PEM bundle of CA certificates",
+                    key="vault.ca_cert",
+                ) from None
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, ssl_context=context)
 
     def request(

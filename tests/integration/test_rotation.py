@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -14,12 +15,12 @@ from rotator.engine.ratelimit import RateLimit, RegionLimiter
 from rotator.engine.report import Outcome
 from rotator.engine.retry import Backoff, RetryPolicy
 from rotator.engine.rotation import RotationContext, Target, rotate_cluster
-from rotator.errors import TerminalApiError, ThrottledError
+from rotator.errors import TerminalApiError, ThrottledError, VaultUnavailableError
 from rotator.passwords import LocalPasswordSource, is_valid_vnc_password
 from rotator.secret import Secret
 from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer
-from rotator.vault.store import VaultStore
+from rotator.vault.store import VaultStore, VncState
 from tests.support.fake_api import FakeApi
 from tests.support.vault import VaultPaths, create_token
 
@@ -384,3 +385,71 @@ async def test_a_long_rate_limit_wait_renews_the_claim_before_applying(env: Env)
 
     assert outcome.outcome is Outcome.ROTATED
     assert claim_left[0] > 0.5, "the apply went out under a claim about to expire"
+
+
+async def test_a_server_error_after_applying_never_loses_the_password(env: Env) -> None:
+    stopped = TerminalApiError("cluster stopped", code="InvalidClusterStatus")
+    env.api.script("c-1", "apply_then_500", stopped)
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.SKIPPED
+    assert env.api.clusters["c-1"].changes == 1
+    await env.assert_invariant("c-1")
+
+
+async def test_a_commit_whose_answer_was_lost_counts_as_rotated(env: Env) -> None:
+    class LostAnswer(VaultStore):
+        lost = False
+
+        async def commit(self, state: VncState, **kwargs: Any) -> VncState:
+            written = await super().commit(state, **kwargs)
+            if not self.lost:
+                self.lost = True
+                raise VaultUnavailableError("answer lost after the write")
+            return written
+
+    store = LostAnswer(env.store.client)
+
+    outcome = await rotate_cluster(target(), env.context(store=store))
+
+    assert outcome.outcome is Outcome.ROTATED
+    real = env.api.clusters["c-1"].vnc_password
+    assert await env.vault_password("c-1") == (real, None)
+    assert (await env.store.read_vnc("c-1")).custom_metadata["status"] == "rotated"
+
+
+async def test_stale_status_metadata_is_repaired_when_a_trigger_finds_the_work_done(
+    env: Env,
+) -> None:
+    first = env.context()
+    assert (await rotate_cluster(target(), first)).outcome is Outcome.ROTATED
+    await env.store.update_status(
+        "c-1", status="pending", next_rotation_at="2020-01-01T00:00:00+00:00"
+    )
+
+    again = await rotate_cluster(target(), env.context(not_before=first.not_before))
+
+    assert again.code == "AlreadyRotated"
+    meta = (await env.store.read_vnc("c-1")).custom_metadata
+    assert meta["status"] == "rotated"
+    assert datetime.fromisoformat(meta["next_rotation_at"]) > datetime.now(UTC)
+    assert env.api.clusters["c-1"].changes == 1
+
+
+async def test_a_bug_in_one_rotation_does_not_sink_the_batch(env: Env) -> None:
+    from rotator.engine.batch import run_batch
+
+    async def explode() -> None:
+        raise RuntimeError("unexpected")
+
+    env.api.script("c-2", explode)
+
+    summary = await run_batch(
+        [target("c-1"), target("c-2"), target("c-3")], env.context(), run_id="r", concurrency=2
+    )
+
+    by_id = {o.cluster_id: o for o in summary.outcomes}
+    assert by_id["c-2"].outcome is Outcome.FAILED
+    assert by_id["c-2"].code == "InternalError"
+    assert by_id["c-1"].outcome is by_id["c-3"].outcome is Outcome.ROTATED

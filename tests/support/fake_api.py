@@ -21,7 +21,8 @@ __all__ = ["FakeApi", "FakeCluster", "Step"]
 
 Step = str | ApiError | Callable[[], Awaitable[None]]
 """``"ok"``, ``"drop"`` (apply, then lose the answer), ``"lost"`` (lose it before applying),
-an ApiError to raise, or a coroutine function to await before answering ok."""
+``"apply_then_500"`` (apply, then answer UnknownError), an ApiError to raise, or a coroutine
+function to await before answering ok."""
 
 _ids = itertools.count(1)
 
@@ -84,6 +85,8 @@ class FakeApi:
         cluster.changes += 1
         if step == "drop":
             raise AmbiguousApiError("dropped", code="ConnectionDropped", cluster_id=cluster_id)
+        if step == "apply_then_500":
+            raise error_for_code("UnknownError", "", http_status=500, cluster_id=cluster_id)
         await asyncio.sleep(0)
         return ModifyResult(cluster_id=cluster_id, request_id=f"REQ-{next(_ids)}")
 
