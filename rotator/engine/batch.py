@@ -108,6 +108,7 @@ async def run_batch(
     started_at = datetime.now(UTC)
     threshold = max_failures or FailureThreshold(None)
     stop = stop or asyncio.Event()
+    ctx.stop = stop
     state = _State()
     outcomes: list[ClusterOutcome] = []
     slots = asyncio.Semaphore(concurrency)

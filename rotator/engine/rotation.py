@@ -93,6 +93,8 @@ class RotationContext:
     claim_ttl: float = 90.0
     """How long a claim protects one apply; longer than the API request timeout."""
     hooks: Hooks = field(default_factory=NoHooks)
+    stop: asyncio.Event | None = None
+    """Set on SIGTERM/SIGINT: rotations waiting to retry park at once instead."""
     sleep: SleepFn = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -178,7 +180,25 @@ class _Run:
             raise _Park(Outcome.FAILED, error)
         self.ctx.hooks.retry(cluster_id=self.target.cluster_id, code=error.code, delay=delay)
         log.info("retrying", code=error.code, delay_s=round(delay, 3), attempt=self.attempts)
-        await self.ctx.sleep(delay)
+        await self.pause(delay, error)
+
+    async def pause(self, seconds: float, error: RotatorError | None) -> None:
+        """Sleep, but give up at once when the run is asked to stop (SIGTERM): a ConflictOpt
+        schedule can wait minutes, longer than any shutdown grace period."""
+        stop = self.ctx.stop
+        if stop is None:
+            await self.ctx.sleep(seconds)
+            return
+        if not stop.is_set():
+            sleeper = asyncio.ensure_future(self.ctx.sleep(seconds))
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (sleeper, stopper):
+                    task.cancel()
+        if stop.is_set():
+            raise _Park(Outcome.FAILED, error, code="Interrupted")
 
     async def vault(self, call: Callable[[], Awaitable[T]]) -> T:
         """A Vault call with retries on transient errors; a terminal one parks the cluster."""
@@ -340,7 +360,7 @@ async def _claim(run: _Run, state: VncState) -> VncState:
             if ctx.clock() + wait > run.deadline:
                 raise _Park(Outcome.SKIPPED, None, code="ClaimedElsewhere")
             log.info("claimed_elsewhere", owner=state.claim_owner, wait_s=round(wait, 3))
-            await ctx.sleep(wait)
+            await run.pause(wait, None)
             state = await run.vault(lambda: ctx.store.read_vnc(target.cluster_id))
             if _already_rotated(state, run.not_before):
                 return state

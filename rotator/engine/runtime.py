@@ -40,12 +40,12 @@ from rotator.passwords import (
     VaultPasswordSource,
     verify,
 )
-from rotator.secret import read_secret_file
+from rotator.secret import Secret, read_secret_file
 from rotator.vault.client import VaultClient
 from rotator.vault.settings import VaultSettings
 from rotator.vault.store import VaultStore
 
-__all__ = ["Runtime", "new_run_id", "open_runtime"]
+__all__ = ["Runtime", "new_run_id", "open_runtime", "validate_settings"]
 
 log = structlog.get_logger("rotator.engine")
 
@@ -83,6 +83,22 @@ def endpoints_from(settings: Settings) -> Endpoints:
     )
     endpoints.validate(list(ehpc.regions) or ["cn-hangzhou"])
     return endpoints
+
+
+def validate_settings(settings: Settings) -> None:
+    """Everything ``open_runtime`` would refuse, checked without touching the network (for a
+    config reload that must not replace a working runtime with a broken one)."""
+    endpoints_from(settings)
+    RegionLimiter(RateLimit.parse(settings.ehpc.rate_limit), settings.ehpc.rate_limits)
+    FailureThreshold.parse(settings.rotation.max_failures, 1)
+    credentials_from(settings)
+    VaultSettings.from_config(settings.vault)
+    if settings.ehpc.ca_bundle:
+        EhpcClient(  # builds (and so checks) the TLS context; opens no connection
+            credentials=StaticCredentials("check", Secret("check")),
+            endpoints=Endpoints(),
+            ca_bundle=Path(settings.ehpc.ca_bundle),
+        )
 
 
 @dataclass(slots=True)
@@ -136,15 +152,21 @@ class Runtime:
         )
         with structlog.contextvars.bound_contextvars(run_id=run_id):
             log.info("run_started", clusters=len(chosen), trigger=trigger)
-            summary = await run_batch(
-                chosen,
-                self.context(run_id=run_id, not_before=not_before),
-                run_id=run_id,
-                concurrency=concurrency or self.settings.rotation.concurrency,
-                max_failures=threshold,
-                stop=stop,
-                trigger=trigger,
-            )
+            context = self.context(run_id=run_id, not_before=not_before)
+            try:
+                summary = await run_batch(
+                    chosen,
+                    context,
+                    run_id=run_id,
+                    concurrency=concurrency or self.settings.rotation.concurrency,
+                    max_failures=threshold,
+                    stop=stop,
+                    trigger=trigger,
+                )
+            finally:
+                # Shielded commits outlive a cancelled run: let them land before the clients
+                # are closed under them.
+                await context.drain()
         try:
             await self.store.write_run_report(run_id, summary.to_vault_record())
         except VaultError as exc:

@@ -36,7 +36,7 @@ from rotator.ehpc.credentials import CredentialProvider
 from rotator.engine.inventory import Selection, resolve_targets
 from rotator.engine.report import Outcome, RunSummary
 from rotator.engine.rotation import Target
-from rotator.engine.runtime import Runtime, open_runtime
+from rotator.engine.runtime import Runtime, open_runtime, validate_settings
 from rotator.errors import ConfigError, RotatorError, VaultError
 from rotator.serve._aio import wait_event
 from rotator.serve.app import Listener, build_app
@@ -176,6 +176,7 @@ class Daemon:
             self._reload.clear()
             try:
                 fresh = load_settings(self.config_path)
+                validate_settings(fresh)
                 ScheduleSettings.from_settings(fresh)
                 WebhookAuth.from_settings(fresh.serve)
             except ConfigError as exc:

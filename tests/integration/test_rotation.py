@@ -453,3 +453,26 @@ async def test_a_bug_in_one_rotation_does_not_sink_the_batch(env: Env) -> None:
     assert by_id["c-2"].outcome is Outcome.FAILED
     assert by_id["c-2"].code == "InternalError"
     assert by_id["c-1"].outcome is by_id["c-3"].outcome is Outcome.ROTATED
+
+
+async def test_a_stop_request_parks_a_rotation_waiting_on_a_long_retry(env: Env) -> None:
+    from rotator.engine.batch import run_batch
+
+    stop = asyncio.Event()
+
+    async def busy_then_stop() -> None:
+        stop.set()  # SIGTERM arrives while the cluster is busy
+        raise error("ConflictOpt", 403)
+
+    env.api.script("c-1", busy_then_stop)
+    ctx = env.context(sleep=asyncio.sleep)  # ConflictOpt waits up to 10 s here
+
+    summary = await asyncio.wait_for(
+        run_batch([target("c-1")], ctx, run_id="r", concurrency=1, stop=stop), timeout=3
+    )
+
+    (outcome,) = summary.outcomes
+    assert outcome.outcome is Outcome.FAILED
+    assert outcome.code == "Interrupted"
+    await env.assert_invariant("c-1")
+    assert (await env.vault_password("c-1"))[1] is None, "nothing was applied: pending cleared"

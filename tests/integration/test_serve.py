@@ -486,7 +486,15 @@ async def test_sighup_reload_keeps_a_good_config_and_applies_a_new_one(
             await asyncio.sleep(0.3)
             assert daemon.settings is original  # the bad file was refused
 
-            env.reconfigure(serve={"batch_max": 7})
+            # Valid TOML and valid [serve], but a runtime that could not be built.
+            env.reconfigure(ehpc={"rate_limit": "5 per second"})
+            daemon.request_reload()
+            await asyncio.sleep(0.3)
+            assert daemon.settings is original
+            async with env.session.get(f"{daemon.address}/healthz") as response:
+                assert response.status == 200
+
+            env.reconfigure(ehpc={"rate_limit": "1000/1s"}, serve={"batch_max": 7})
             daemon.request_reload()
 
             async def reloaded() -> bool:
