@@ -46,7 +46,7 @@ from rotator.errors import (
 )
 from rotator.passwords import InvalidPasswordError, PasswordSource, is_valid_vnc_password
 from rotator.secret import Secret
-from rotator.vault.store import RootCredential, VncState
+from rotator.vault.store import RootCredential, VncState, parse_time
 
 __all__ = ["RotationContext", "Target", "rotate_cluster"]
 
@@ -134,6 +134,11 @@ class _Run:
     """Failed tries per retry schedule."""
     stage_conflicts: int = 0
     period_override: float | None = None
+
+    @property
+    def period(self) -> float:
+        """Seconds until the next rotation: a person's override, the inventory's, the default."""
+        return self.period_override or self.target.period or self.ctx.period
 
     @property
     def not_before(self) -> datetime:
@@ -290,30 +295,10 @@ async def _repair_status(run: _Run, state: VncState) -> None:
     if rotated_at is None:
         return
     meta = state.custom_metadata
-    recorded = meta.get("last_rotated_at")
-    same_time = recorded is not None and _parse_iso(recorded) == rotated_at
+    same_time = parse_time(meta.get("last_rotated_at")) == rotated_at
     if meta.get("status") == "rotated" and same_time and meta.get("next_rotation_at"):
         return
-    period = run.period_override or run.target.period or run.ctx.period
-    await _best_effort(
-        run,
-        run.ctx.store.update_status(
-            run.target.cluster_id,
-            status="rotated",
-            last_rotated_at=rotated_at.isoformat(),
-            next_rotation_at=(rotated_at + timedelta(seconds=period)).isoformat(),
-            last_error_code="",
-            last_request_id=state.request_id or "",
-        ),
-    )
-
-
-def _parse_iso(text: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    await _write_rotated_status(run, rotated_at, state.request_id or "")
 
 
 def _claim_running_out(state: VncState, ctx: RotationContext) -> bool:
@@ -455,7 +440,6 @@ async def _commit(run: _Run, state: VncState, request_id: str) -> ClusterOutcome
     """Record the new password as current. Shielded: a cancelled run still finishes this write."""
     ctx, target = run.ctx, run.target
     rotated_at = ctx.now()
-    period = run.period_override or target.period or ctx.period
 
     async def write() -> ClusterOutcome:
         try:
@@ -467,7 +451,7 @@ async def _commit(run: _Run, state: VncState, request_id: str) -> ClusterOutcome
         except (_Park, VaultConflictError) as exc:
             error = exc.error if isinstance(exc, _Park) else exc
             if await _commit_landed(run, state):
-                return await _record_rotated(run, request_id, rotated_at, period)
+                return await _record_rotated(run, request_id, rotated_at)
             log.error(
                 "commit_failed",
                 code=error.code if error else None,
@@ -480,7 +464,7 @@ async def _commit(run: _Run, state: VncState, request_id: str) -> ClusterOutcome
                 code=error.code if error else "CommitFailed",
                 message="password changed; still pending in Vault",
             )
-        return await _record_rotated(run, request_id, rotated_at, period)
+        return await _record_rotated(run, request_id, rotated_at)
 
     task: asyncio.Task[ClusterOutcome] = asyncio.create_task(write())
     ctx.background.add(task)
@@ -500,10 +484,16 @@ async def _commit_landed(run: _Run, staged: VncState) -> bool:
     )
 
 
-async def _record_rotated(
-    run: _Run, request_id: str, rotated_at: datetime, period: float
-) -> ClusterOutcome:
-    next_at = rotated_at + timedelta(seconds=period)
+async def _record_rotated(run: _Run, request_id: str, rotated_at: datetime) -> ClusterOutcome:
+    await _write_rotated_status(run, rotated_at, request_id, attempts=run.attempts)
+    return run.outcome(Outcome.ROTATED)
+
+
+async def _write_rotated_status(
+    run: _Run, rotated_at: datetime, request_id: str, *, attempts: int | None = None
+) -> None:
+    """Status metadata of a committed password: the daemon's schedule reads next_rotation_at."""
+    next_at = rotated_at + timedelta(seconds=run.period)
     await _best_effort(
         run,
         run.ctx.store.update_status(
@@ -513,10 +503,9 @@ async def _record_rotated(
             next_rotation_at=next_at.isoformat(),
             last_error_code="",
             last_request_id=request_id,
-            attempts=run.attempts,
+            attempts=attempts,
         ),
     )
-    return run.outcome(Outcome.ROTATED)
 
 
 async def _park(run: _Run, park: _Park) -> ClusterOutcome:
