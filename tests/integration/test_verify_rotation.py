@@ -176,3 +176,48 @@ async def test_an_unreachable_visual_service_is_a_warning_not_a_failure(
     }
     assert summary["status"] == "Success"
     assert await fleet.committed_mismatches() == {}
+
+
+async def test_host_comes_from_config_then_root_secret_then_login_node(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    # 127.0.0.2 refuses at once (the simulator binds 127.0.0.1 only): a host that must lose.
+    sim = await sim_factory(clusters=5, regions=("cn-hangzhou",))
+    port = sim.vnc_url.rsplit(":", 1)[1]
+    a, b, c, d = sorted(x.id for x in sim.inventory.running())[:4]
+    for cluster in sim.inventory.clusters:
+        cluster.login_node = "127.0.0.1" if cluster.id == c else "127.0.0.2"
+    fleet = await Fleet.create(
+        tmp_path,
+        sim,
+        openbao,
+        vault_paths,
+        overrides=_verify("ws://{host}:" + port + "/_vnc/{cluster_id}"),
+    )
+    with fleet.config.open("a", encoding="utf-8") as config:
+        config.write(f'[inventory]\nclusters = [{{ id = "{a}", vnc_host = "127.0.0.1" }}]\n')
+    async with fleet.store() as store:
+        for cluster_id, host in ((a, "127.0.0.2"), (b, "127.0.0.1")):
+            root = await store.read_root(cluster_id)
+            await store.client.kv_write(
+                store.settings.kv_mount,
+                store.root_path(cluster_id),
+                {
+                    "user": root.user,
+                    "password": root.password.reveal(),
+                    "region": root.region,
+                    "vnc_host": host,
+                },
+            )
+    async with fleet.runtime() as runtime:
+        targets = await resolve_targets(runtime, Selection(clusters=[a, b, c, d]))
+        summary = await runtime.rotate(targets, run_id=new_run_id())
+    verified = {o.cluster_id: (o.verified, o.verify_code) for o in summary.outcomes}
+    assert verified == {
+        a: (Verified.VERIFIED, None),  # config beats the root secret
+        b: (Verified.VERIFIED, None),  # the root secret beats the login node
+        c: (Verified.VERIFIED, None),  # the login node ListClusters reports
+        d: (Verified.UNVERIFIED, "VncUnreachable"),
+    }
+    assert summary.status is RunStatus.SUCCESS
+    _assert_no_lockout(await _vnc_counts(sim))
