@@ -6,16 +6,20 @@ wrote; tests/test_verify_*.py cover the client's units.)
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 import ssl
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from rotator.secret import Secret
 from rotator.sim import Simulator
 from rotator.verify import RfbVerifier, VerifyStatus
-from tests.support.sim import SimAdmin, SimFactory
+from tests.support.sim import SimAdmin, SimFactory, send, sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -168,3 +172,110 @@ async def test_wss_is_verified_against_the_given_ca_and_refused_without_it(
     assert refused.status is VerifyStatus.UNVERIFIED
     assert refused.code == "VncTlsError"
     assert (await _vnc(sim))[cluster.id]["failed_attempts"] == 0
+
+
+async def test_the_silent_no_op_fault_answers_ok_and_changes_nothing(sim: Simulator) -> None:
+    cluster = await _running(sim)
+    before = cluster.vnc_password
+    async with aiohttp.ClientSession() as session:
+        admin = SimAdmin(session, sim)
+        faults = await admin.set_faults(silent_noop_rate=1.0)
+        assert faults["silent_noop_rate"] == 1.0
+        call = sign(
+            sim,
+            "ModifyVisualServicePasswd",
+            {
+                "ClusterId": cluster.id,
+                "RunasUser": "root",
+                "RunasUserPassword": cluster.root_password,
+                "Passwd": "new123",
+            },
+        )
+        reply = await send(session, call)
+        assert reply.status == 200, reply.body
+        assert reply.code is None
+        stats = await admin.stats()
+    assert cluster.vnc_password == before
+    assert cluster.change_count == 0
+    assert "SilentNoop" in json.dumps(stats)
+    # Only a VNC login can tell: the "new" password is refused, the old one still works.
+    verifier = _verifier(sim)
+    new = await verifier.verify(
+        cluster_id=cluster.id, region=cluster.region, host=None, password=Secret("new123")
+    )
+    assert new.status is VerifyStatus.VERIFY_FAILED
+
+
+async def _serve_ws(handler: Any) -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    return runner, int(sock.getsockname()[1])
+
+
+async def test_rfb_bytes_split_across_websocket_frames_are_reassembled(sim: Simulator) -> None:
+    """websockify and noVNC cut the byte stream anywhere; frame boundaries mean nothing."""
+    cluster = await _running(sim)
+
+    async def one_byte_per_frame(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("binary",))
+        await ws.prepare(request)
+
+        class Split:
+            def __init__(self) -> None:
+                self.buffer = bytearray()
+
+            async def read_exactly(self, count: int) -> bytes:
+                while len(self.buffer) < count:
+                    message = await ws.receive()
+                    assert message.type is aiohttp.WSMsgType.BINARY
+                    self.buffer += message.data
+                data = bytes(self.buffer[:count])
+                del self.buffer[:count]
+                return data
+
+            async def write(self, data: bytes) -> None:
+                for byte in data:
+                    await ws.send_bytes(bytes([byte]))
+
+        await sim.rfb.session(Split(), cluster, "split")
+        await ws.close()
+        return ws
+
+    runner, port = await _serve_ws(one_byte_per_frame)
+    try:
+        verifier = RfbVerifier(url_template=f"ws://127.0.0.1:{port}/", timeout=30.0)
+        result = await verifier.verify(
+            cluster_id=cluster.id,
+            region=cluster.region,
+            host=None,
+            password=Secret(cluster.vnc_password),
+        )
+    finally:
+        await runner.cleanup()
+    assert result.status is VerifyStatus.VERIFIED, result
+
+
+async def test_a_server_that_never_answers_is_a_timeout() -> None:
+    accepted = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        verifier = RfbVerifier(url_template=f"tcp://127.0.0.1:{port}", timeout=0.5)
+        result = await verifier.verify(
+            cluster_id="c-1", region="cn-hangzhou", host=None, password=Secret("ab12cd")
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert accepted.is_set()
+    assert (result.status, result.code) == (VerifyStatus.UNVERIFIED, "VncTimeout")
