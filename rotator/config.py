@@ -37,6 +37,7 @@ __all__ = [
     "ServeSettings",
     "Settings",
     "VaultConfig",
+    "VerifySettings",
     "load_settings",
     "parse_duration",
 ]
@@ -73,6 +74,8 @@ class ClusterEntry:
     region: str = ""
     period: float | None = None
     """Rotation period override in seconds (``period = "7d"`` in TOML)."""
+    vnc_host: str = ""
+    """Where the VNC check connects (``{host}`` of ``verify.url``); empty: Vault, then the API."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,18 @@ class ServeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifySettings:
+    """After each rotation, one VNC (RFB) authentication with the new password (issue 13)."""
+
+    enabled: bool = False
+    url: str = "wss://{host}:12016/"
+    """``{host}``, ``{cluster_id}``, ``{region}``; tcp://, ws:// or wss:// (TLS verified)."""
+    timeout: float = _duration("10s")
+    ca_bundle: str = ""
+    """CA file for a wss:// endpoint with a private certificate (default: system trust)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -189,6 +204,7 @@ class Settings:
     inventory: InventorySettings = field(default_factory=InventorySettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)
     source: str = "defaults"
     """Where the settings came from (a path), for messages."""
 
@@ -268,7 +284,7 @@ def _cluster_entry(value: Any, key: str) -> ClusterEntry:
         return ClusterEntry(id=cluster_id, region=region)
     if not isinstance(value, Mapping) or not isinstance(value.get("id"), str):
         raise ConfigError("expected a table with at least id = '...'", key=key)
-    unknown = set(value) - {"id", "region", "period"}
+    unknown = set(value) - {"id", "region", "period", "vnc_host"}
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}", key=key)
     period = value.get("period")
@@ -276,6 +292,7 @@ def _cluster_entry(value: Any, key: str) -> ClusterEntry:
         id=value["id"],
         region=str(value.get("region", "")),
         period=None if period is None else parse_duration(period, key=f"{key}.period"),
+        vnc_host=str(value.get("vnc_host", "")),
     )
 
 
@@ -333,6 +350,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "source = 'static' needs access_key_id and access_key_secret_file", key="credentials"
         )
+    if settings.verify.enabled and settings.verify.timeout <= 0:
+        raise ConfigError("must be longer than 0s", key="verify.timeout")
     if settings.inventory.source == "discover" and not settings.ehpc.regions:
         raise ConfigError(
             "inventory.source = 'discover' needs at least one region", key="ehpc.regions"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 from rich.console import Console
+from rich.table import Table
 
 from rotator.commands import ProgressHooks
 from rotator.config import (
@@ -26,9 +27,10 @@ from rotator.config import (
     RotationSettings,
     Settings,
     VaultConfig,
+    VerifySettings,
 )
 from rotator.engine.inventory import Selection, resolve_targets
-from rotator.engine.report import Outcome
+from rotator.engine.report import Outcome, RunSummary
 from rotator.engine.runtime import new_run_id, open_runtime
 from rotator.secret import Secret, write_secret_file
 from rotator.sim import FaultConfig, SimConfig, Simulator
@@ -116,6 +118,8 @@ async def _demo(
                 ),
                 rotation=RotationSettings(concurrency=32, claim_ttl=10.0),
                 inventory=InventorySettings(source="vault"),
+                # Each rotated password is checked with one VNC login (issue 13).
+                verify=VerifySettings(enabled=True, url=f"{sim.vnc_url}/_vnc/{{cluster_id}}"),
                 source="demo",
             )
             inventory = await _sim_clusters(sim.base_url, sim.admin_token)
@@ -135,6 +139,7 @@ async def _demo(
                     runtime.hooks = progress
                     summary = await runtime.rotate(targets, run_id=run_id, stop=stop)
                 console.print(summary.table())
+                console.print(_verified_table(summary))
                 ok = await _verify(console, runtime.store, sim.base_url, sim.admin_token)
             sample = next(
                 (o.cluster_id for o in summary.outcomes if o.outcome is Outcome.ROTATED), None
@@ -185,3 +190,22 @@ async def _verify(console: Console, store: VaultStore, base_url: str, admin_toke
         return False
     console.print("[green bold]OK: Vault holds every password the simulator has")
     return True
+
+
+def _verified_table(summary: RunSummary, *, rows: int = 8) -> Table:
+    """A sample of clusters with the VNC check's result: the ``verified`` column."""
+    table = Table(title="VNC login with the new password (first clusters)")
+    for column in ("cluster", "region", "outcome", "verified"):
+        table.add_column(column)
+    for outcome in summary.outcomes[:rows]:
+        colour = {"verified": "green", "verify_failed": "red", "unverified": "yellow"}.get(
+            outcome.verified.value, "dim"
+        )
+        table.add_row(
+            outcome.cluster_id,
+            outcome.region,
+            outcome.outcome.value,
+            f"[{colour}]{outcome.verified.value}[/{colour}]",
+        )
+    table.caption = ", ".join(f"{k}: {v}" for k, v in summary.verification.items() if v)
+    return table

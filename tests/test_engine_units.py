@@ -375,8 +375,10 @@ def test_vault_record_is_compact() -> None:
     record = _mixed().to_vault_record()
     assert isinstance(record["clusters"], str)
     rows = json.loads(record["clusters"])
-    assert record["clusters_columns"] == "cluster_id,region,outcome,code,attempts,request_id"
-    assert ["c-3", "cn-hangzhou", "failed", "ConflictOpt", 8, "R-3"] in rows
+    assert (
+        record["clusters_columns"] == "cluster_id,region,outcome,code,attempts,request_id,verified"
+    )
+    assert ["c-3", "cn-hangzhou", "failed", "ConflictOpt", 8, "R-3", "not_checked"] in rows
     assert len(rows) == 10
     assert " " not in record["clusters"]
     assert record["failures"] == {

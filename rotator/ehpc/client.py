@@ -442,6 +442,7 @@ def _cluster_page(body: Mapping[str, Any], region: str) -> tuple[list[Cluster], 
                 name=str(entry.get("Name", "")),
                 zone=str(entry.get("ZoneId", "")),
                 status=str(entry.get("Status", "")),
+                login_node=_first_login_node(entry.get("LoginNodes")),
             )
         )
     raw_total = body.get("TotalCount")
@@ -451,6 +452,20 @@ def _cluster_page(body: Mapping[str, Any], region: str) -> tuple[list[Cluster], 
         return clusters, int(raw_total)
     except (TypeError, ValueError):
         raise bad(f"a TotalCount that is not a number ({type(raw_total).__name__})") from None
+
+
+def _first_login_node(value: object) -> str:
+    """``LoginNodes`` is documented only as "the list of logon nodes", a string: take the first
+    entry of a comma/space separated list (or of a JSON list, should it be one)."""
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    if not isinstance(value, str):
+        return ""
+    for part in value.strip("[]").replace(",", " ").split():
+        node = part.strip("\"'")
+        if node:
+            return node
+    return ""
 
 
 def _without_secrets(text: str, params: Mapping[str, ParamValue]) -> str:

@@ -22,6 +22,7 @@ import structlog
 
 from rotator.engine.report import ClusterOutcome, Outcome, RunSummary
 from rotator.engine.rotation import RotationContext, Target, rotate_cluster
+from rotator.engine.verification import Verification
 from rotator.errors import ConfigError, RotatorError
 
 __all__ = ["FailureThreshold", "run_batch"]
@@ -103,6 +104,7 @@ async def run_batch(
     max_failures: FailureThreshold | None = None,
     stop: asyncio.Event | None = None,
     trigger: str = "manual",
+    verification: Verification | None = None,
 ) -> RunSummary:
     """Rotate every target and return the run's summary. Never raises for per-cluster errors."""
     started_at = datetime.now(UTC)
@@ -125,6 +127,10 @@ async def run_batch(
     async def one(target: Target) -> None:
         try:
             outcome = await rotate_cluster(target, ctx)
+            # --- VNC verification (issue 13): once, after the commit; see verification.py
+            if verification is not None:
+                outcome = await verification.check(outcome, target, ctx)
+            # --- end VNC verification
         except Exception as exc:  # one cluster's bug must not sink the run
             log.exception("rotation_crashed", cluster_id=target.cluster_id)
             message = str(exc) if isinstance(exc, RotatorError) else type(exc).__name__

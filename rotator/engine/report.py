@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["ClusterOutcome", "Outcome", "RunStatus", "RunSummary"]
+__all__ = ["ClusterOutcome", "Outcome", "RunStatus", "RunSummary", "Verified"]
 
 
 class Outcome(enum.StrEnum):
@@ -32,6 +32,17 @@ class Outcome(enum.StrEnum):
     """The API changed the password but Vault could not record it as current; it is safe in
     Vault as ``pending_password`` and the next run finishes the job."""
     NOT_ATTEMPTED = "not_attempted"
+
+
+class Verified(enum.StrEnum):
+    """Whether a VNC client authenticated with the new password (``verify.enabled``)."""
+
+    NOT_CHECKED = "not_checked"
+    VERIFIED = "verified"
+    UNVERIFIED = "unverified"
+    """No answer about the password (unreachable, timeout, refused first): a warning."""
+    VERIFY_FAILED = "verify_failed"
+    """The VNC server refused the password the API accepted: an error (run PartFailure)."""
 
 
 class RunStatus(enum.StrEnum):
@@ -57,6 +68,10 @@ class ClusterOutcome:
     duration: float = 0.0
     account_wide: bool = False
     """The error would fail every cluster of the account (NotAuthorized, InDebt, bad AccessKey)."""
+    verified: Verified = Verified.NOT_CHECKED
+    verify_code: str | None = None
+    """Why the VNC check did not say ``verified`` (VncAuthFailed, VncUnreachable, ...)."""
+    verify_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +84,9 @@ class ClusterOutcome:
             "request_id": self.request_id,
             "duration_s": round(self.duration, 3),
             "account_wide": self.account_wide,
+            "verified": self.verified.value,
+            "verify_code": self.verify_code,
+            "verify_message": self.verify_message,
         }
 
 
@@ -86,6 +104,8 @@ class RunSummary:
     api_calls: int = 0
     trigger: str = "manual"
     counts: Mapping[str, int] = field(default_factory=dict)
+    verification: Mapping[str, int] = field(default_factory=dict)
+    """Clusters per VNC check result (all ``not_checked`` when verify is off)."""
 
     @classmethod
     def build(
@@ -102,6 +122,7 @@ class RunSummary:
         ordered = tuple(sorted(outcomes, key=lambda o: (o.region, o.cluster_id)))
         tally = Counter(o.outcome.value for o in ordered)
         counts = {o.value: tally.get(o.value, 0) for o in Outcome}
+        checks = Counter(o.verified.value for o in ordered)
         return cls(
             run_id=run_id,
             started_at=started_at,
@@ -111,11 +132,13 @@ class RunSummary:
             api_calls=api_calls,
             trigger=trigger,
             counts=counts,
+            verification={v.value: checks.get(v.value, 0) for v in Verified},
         )
 
     @property
     def status(self) -> RunStatus:
         bad = sum(self.counts.get(o.value, 0) for o in _BAD)
+        bad += self.verification.get(Verified.VERIFY_FAILED.value, 0)
         if bad == 0:
             return RunStatus.SUCCESS
         if self.counts.get(Outcome.ROTATED.value, 0) == 0:
@@ -140,6 +163,8 @@ class RunSummary:
         for outcome in self.outcomes:
             if outcome.outcome in _BAD:
                 groups.setdefault(outcome.code or "Unknown", []).append(outcome)
+            elif outcome.verified is Verified.VERIFY_FAILED:
+                groups.setdefault(outcome.verify_code or "VerifyFailed", []).append(outcome)
         return dict(sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])))
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,6 +180,7 @@ class RunSummary:
             "api_calls": self.api_calls,
             "stopped_reason": self.stopped_reason,
             "counts": dict(self.counts),
+            "verification": dict(self.verification),
             "total": len(self.outcomes),
             "failures": {
                 code: [
@@ -164,7 +190,9 @@ class RunSummary:
                         "outcome": o.outcome.value,
                         "attempts": o.attempts,
                         "request_id": o.request_id,
-                        "message": o.message,
+                        "message": o.message
+                        if o.verified is not Verified.VERIFY_FAILED
+                        else o.verify_message,
                     }
                     for o in group
                 ]
@@ -182,10 +210,18 @@ class RunSummary:
         """
         record = {k: v for k, v in self.to_dict().items() if k not in ("clusters", "failures")}
         record["failures"] = {code: len(group) for code, group in self.failures_by_code().items()}
-        record["clusters_columns"] = "cluster_id,region,outcome,code,attempts,request_id"
+        record["clusters_columns"] = "cluster_id,region,outcome,code,attempts,request_id,verified"
         record["clusters"] = json.dumps(
             [
-                [o.cluster_id, o.region, o.outcome.value, o.code, o.attempts, o.request_id]
+                [
+                    o.cluster_id,
+                    o.region,
+                    o.outcome.value,
+                    o.code,
+                    o.attempts,
+                    o.request_id,
+                    o.verified.value,
+                ]
                 for o in self.outcomes
             ],
             separators=(",", ":"),
@@ -201,6 +237,7 @@ class RunSummary:
             "run_id": self.run_id,
             "status": self.status.value,
             "counts": dict(self.counts),
+            "verification": dict(self.verification),
             "duration_s": round(self.duration, 3),
             "rotations_per_second": round(self.rotations_per_second, 2),
             "failures": {code: len(group) for code, group in self.failures_by_code().items()},
@@ -216,10 +253,13 @@ class RunSummary:
         for name, count in self.counts.items():
             if count:
                 table.add_row(name, str(count), "")
+        for name, count in self.verification.items():
+            if count and name != Verified.NOT_CHECKED.value:
+                table.add_row(f"VNC {name}", str(count), "")
         for code, group in self.failures_by_code().items():
             shown = group[:max_rows_per_code]
             detail = ", ".join(
-                f"{o.cluster_id} ({o.outcome.value}, {o.attempts} tries"
+                f"{o.cluster_id} ({_state(o)}, {o.attempts} tries"
                 + (f", req {o.request_id}" if o.request_id else "")
                 + ")"
                 for o in shown
@@ -235,5 +275,18 @@ class RunSummary:
         return table
 
     def __str__(self) -> str:
-        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items() if v)
+        counts = ", ".join(
+            [f"{k}={v}" for k, v in self.counts.items() if v]
+            + [
+                f"{k}={v}"
+                for k, v in self.verification.items()
+                if v and k != Verified.NOT_CHECKED.value
+            ]
+        )
         return f"{self.status.value} ({counts or 'no clusters'}) in run {self.run_id}"
+
+
+def _state(outcome: ClusterOutcome) -> str:
+    if outcome.verified is Verified.VERIFY_FAILED:
+        return f"{outcome.outcome.value}, {outcome.verified.value}"
+    return outcome.outcome.value

@@ -33,7 +33,8 @@ from rotator.engine.ratelimit import RateLimit, RegionLimiter
 from rotator.engine.report import RunSummary
 from rotator.engine.retry import RetryPolicy
 from rotator.engine.rotation import RotationContext, Target
-from rotator.errors import VaultError
+from rotator.engine.verification import Verification
+from rotator.errors import ConfigError, VaultError
 from rotator.passwords import (
     LocalPasswordSource,
     PasswordSource,
@@ -44,6 +45,7 @@ from rotator.secret import Secret, read_secret_file
 from rotator.vault.client import VaultClient
 from rotator.vault.settings import VaultSettings
 from rotator.vault.store import VaultStore
+from rotator.verify import RfbVerifier
 
 __all__ = ["Runtime", "new_run_id", "open_runtime", "validate_settings"]
 
@@ -85,6 +87,22 @@ def endpoints_from(settings: Settings) -> Endpoints:
     return endpoints
 
 
+def verification_from(settings: Settings) -> Verification | None:
+    """The VNC check of issue 13, or None when ``verify.enabled`` is off."""
+    verify = settings.verify
+    if not verify.enabled:
+        return None
+    ca_bundle = Path(verify.ca_bundle) if verify.ca_bundle else None
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise ConfigError(f"{ca_bundle} is not a file", key="verify.ca_bundle")
+    try:
+        verifier = RfbVerifier(url_template=verify.url, timeout=verify.timeout, ca_bundle=ca_bundle)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="verify.url") from None
+    hosts = {c.id: c.vnc_host for c in settings.inventory.clusters if c.vnc_host}
+    return Verification(verifier, hosts=hosts)
+
+
 def validate_settings(settings: Settings) -> None:
     """Everything ``open_runtime`` would refuse, checked without touching the network (for a
     config reload that must not replace a working runtime with a broken one)."""
@@ -92,6 +110,7 @@ def validate_settings(settings: Settings) -> None:
     RegionLimiter(RateLimit.parse(settings.ehpc.rate_limit), settings.ehpc.rate_limits)
     FailureThreshold.parse(settings.rotation.max_failures, 1)
     credentials_from(settings)
+    verification_from(settings)
     VaultSettings.from_config(settings.vault)
     if settings.ehpc.ca_bundle:
         EhpcClient(  # builds (and so checks) the TLS context; opens no connection
@@ -112,6 +131,8 @@ class Runtime:
     retry: RetryPolicy
     hooks: Hooks = field(default_factory=NoHooks)
     owner: str = field(default_factory=lambda: f"rotator-{secrets.token_hex(4)}")
+    verification: Verification | None = None
+    """The VNC check after each rotation (``verify.enabled``)."""
 
     def context(self, *, run_id: str, not_before: datetime | None = None) -> RotationContext:
         rotation = self.settings.rotation
@@ -162,6 +183,7 @@ class Runtime:
                     max_failures=threshold,
                     stop=stop,
                     trigger=trigger,
+                    verification=self.verification,
                 )
             finally:
                 # Shielded commits outlive a cancelled run: let them land before the clients
@@ -187,6 +209,7 @@ async def open_runtime(
     endpoints = endpoints_from(settings)
     FailureThreshold.parse(settings.rotation.max_failures, 1)  # a typo fails now, not mid-run
     limiter = RegionLimiter(RateLimit.parse(ehpc.rate_limit), ehpc.rate_limits)
+    verification = verification_from(settings)
     vault = VaultClient(VaultSettings.from_config(settings.vault))
     api = EhpcClient(
         credentials=credentials or credentials_from(settings),
@@ -213,6 +236,7 @@ async def open_runtime(
             limiter=limiter,
             retry=RetryPolicy.from_settings(settings.retry),
             hooks=hooks or NoHooks(),
+            verification=verification,
         )
     finally:
         await api.aclose()

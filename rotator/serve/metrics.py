@@ -55,6 +55,12 @@ class ServeMetrics:
             "rotator_triggers", "Triggers received, by source", ["source"], registry=r
         )
         self.runs = Counter("rotator_runs", "Finished batch runs by status", ["status"], registry=r)
+        self.verifications = Counter(
+            "rotator_vnc_verifications",
+            "VNC checks of new passwords (verify.enabled) by result and code",
+            ["result", "code"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "rotator_queue_depth", "Clusters waiting for the next batch", registry=r
         )
@@ -78,6 +84,12 @@ class ServeMetrics:
 
     def vault_error(self, *, code: str) -> None:
         self.vault_errors.labels(code=code).inc()
+
+    def verification(self, outcome: ClusterOutcome) -> None:
+        """The engine's optional VerificationHooks: one VNC check's result."""
+        self.verifications.labels(
+            result=outcome.verified.value, code=outcome.verify_code or ""
+        ).inc()
 
     # -- daemon -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ POST  /_sim/stats/reset
 GET   /_sim/faults                the fault configuration
 PUT   /_sim/faults                a partial update of it (validated; 400 on bad input)
 POST  /_sim/credentials           {"access_key_id", "access_key_secret", "security_token"?}
+GET   /_sim/vnc                   per cluster: VNC successes, failed attempts, lockouts, refused
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from aiohttp import web
 from rotator.sim.auth import Credential
 from rotator.sim.gateway import SimService
 from rotator.sim.inventory import STATUSES
+from rotator.sim.rfb import RfbService
 
 __all__ = ["admin_app"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SERVICE: web.AppKey[SimService] = web.AppKey("service", SimService)
 _TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
+_RFB: web.AppKey[RfbService] = web.AppKey("rfb", RfbService)
 
 
 def _bad(message: str, status: int = 400) -> web.Response:
@@ -129,11 +132,18 @@ async def _add_credential(request: web.Request) -> web.Response:
     return web.json_response({"access_key_id": key_id}, status=201)
 
 
-def admin_app(service: SimService, token: str) -> web.Application:
+async def _vnc(request: web.Request) -> web.Response:
+    rfb = request.app.get(_RFB)
+    return web.json_response(rfb.admin_view() if rfb is not None else {})
+
+
+def admin_app(service: SimService, token: str, *, rfb: RfbService | None = None) -> web.Application:
     """The ``/_sim/`` sub-application (mounted by the simulator with ``add_subapp``)."""
     app = web.Application(middlewares=[_require_token])
     app[_SERVICE] = service
     app[_TOKEN] = token
+    if rfb is not None:
+        app[_RFB] = rfb
     app.router.add_get("/clusters", _clusters)
     app.router.add_patch("/clusters/{cluster_id}", _patch_cluster)
     app.router.add_get("/stats", _stats)
@@ -141,4 +151,5 @@ def admin_app(service: SimService, token: str) -> web.Application:
     app.router.add_get("/faults", _get_faults)
     app.router.add_put("/faults", _put_faults)
     app.router.add_post("/credentials", _add_credential)
+    app.router.add_get("/vnc", _vnc)
     return app

@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "conflict-rate",
         "hang-rate",
         "drop-rate",
+        "silent-noop-rate",
     ):
         faults.add_argument(f"--{flag}", type=float, default=0.0, help="probability per call")
     faults.add_argument(
@@ -116,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             jitter_ms=args.jitter_ms,
             hang_rate=args.hang_rate,
             drop_rate=args.drop_rate,
+            silent_noop_rate=args.silent_noop_rate,
         )
         return SimConfig(
             host=args.host,
@@ -150,6 +152,7 @@ async def _serve(config: SimConfig) -> None:
             ready = {
                 "event": "sim_ready",
                 "base_url": sim.base_url,
+                "vnc_url": sim.vnc_url,
                 "admin_token": sim.admin_token,
                 "ca_file": str(sim.ca_file) if sim.ca_file else None,
                 "access_key_id": config.access_key_id,

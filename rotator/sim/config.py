@@ -26,6 +26,7 @@ _RATES = (
     "conflict_rate",
     "hang_rate",
     "drop_rate",
+    "silent_noop_rate",
 )
 _DURATIONS = ("conflict_seconds", "latency_ms", "jitter_ms")
 
@@ -50,6 +51,8 @@ class FaultConfig:
     jitter_ms: float = 0.0
     hang_rate: float = 0.0
     drop_rate: float = 0.0
+    silent_noop_rate: float = 0.0
+    """The API answers OK without changing the password (only a VNC check can catch it)."""
 
     def __post_init__(self) -> None:
         for name in _RATES:
@@ -111,6 +114,10 @@ class SimConfig:
     tls: bool = False
     state_dir: Path | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
+    vnc_max_failures: int = 5
+    """Failed VNC authentications in a row from one source before it is locked out."""
+    vnc_lockout_seconds: float = 10.0
+    """How long a locked-out source is refused (TigerVNC's BlacklistTimeout default)."""
 
     def __post_init__(self) -> None:
         if self.clusters < 0:

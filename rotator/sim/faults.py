@@ -22,6 +22,7 @@ class Fault(enum.Enum):
     UNKNOWN_ERROR = "UnknownError"
     HANG = "Hang"
     DROP = "Drop"
+    SILENT_NOOP = "SilentNoop"
 
 
 class FaultInjector:
@@ -63,6 +64,7 @@ class FaultInjector:
             (Fault.UNKNOWN_ERROR, cfg.unknown_error_rate),
             (Fault.HANG, cfg.hang_rate),
             (Fault.DROP, cfg.drop_rate),
+            (Fault.SILENT_NOOP, cfg.silent_noop_rate),
         )
         if not any(rate for _, rate in rates):
             return None

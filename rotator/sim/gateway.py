@@ -270,6 +270,9 @@ class SimService:
             if fault is not None and message is not None:
                 self.stats.fault(fault.value)
                 raise SimError(fault.value, message)
+            if fault is Fault.SILENT_NOOP:
+                self.stats.fault(fault.value)
+                return {"Message": MODIFY_OK_MESSAGE}  # OK, and nothing changed
             if fault is not Fault.HANG:
                 cluster.vnc_password = params["Passwd"]
                 cluster.change_count += 1

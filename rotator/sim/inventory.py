@@ -66,6 +66,8 @@ class SimCluster:
     create_time: str
     change_count: int = 0
     busy_until: float = 0.0
+    login_node: str = "127.0.0.1"
+    """What ListClusters reports as LoginNodes: where the simulated visual service listens."""
 
     def admin_view(self) -> dict[str, object]:
         """The admin API's view, passwords included (the only place they leave the simulator)."""
@@ -95,6 +97,7 @@ class SimCluster:
             "AccountType": "nis",
             "DeployMode": "Simple",
             "HasVpcConfig": True,
+            "LoginNodes": self.login_node,
         }
 
 

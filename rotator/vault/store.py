@@ -91,6 +91,8 @@ class RootCredential:
     user: str
     password: Secret
     region: str | None
+    vnc_host: str | None = None
+    """Where the VNC check connects (``{host}`` of verify.url), if set in the secret."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ class VaultStore:
             user=_text(data.get("user")) or "root",
             password=password,
             region=_text(data.get("region")),
+            vnc_host=_text(data.get("vnc_host")),
         )
 
     async def write_root(
