@@ -39,10 +39,17 @@ from rotator.engine.rotation import Target
 from rotator.engine.runtime import Runtime, open_runtime, validate_settings
 from rotator.errors import ConfigError, RotatorError, VaultError
 from rotator.serve._aio import wait_event
-from rotator.serve.app import Listener, build_app
+from rotator.serve.app import Listener, build_app, tls_context
 from rotator.serve.events import EventMapper, EventStream, VaultEvent
 from rotator.serve.metrics import ServeMetrics
-from rotator.serve.queue import Batch, Trigger, TriggerQueue, TriggerSource, TriggerState
+from rotator.serve.queue import (
+    Batch,
+    QueueFullError,
+    Trigger,
+    TriggerQueue,
+    TriggerSource,
+    TriggerState,
+)
 from rotator.serve.schedule import Lease, Schedule, ScheduleSettings
 from rotator.serve.webhook import WebhookAuth, new_trigger_id
 
@@ -107,8 +114,12 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> int:
         self._stop = stop
+        serve = self.settings.serve
         listener = await Listener.start(
-            build_app(self._readiness, self.metrics, self), self.settings.serve.listen
+            build_app(self._readiness, self.metrics, self),
+            serve.listen,
+            ssl_context=tls_context(serve.tls_cert_file, serve.tls_key_file),
+            header_timeout=serve.header_timeout,
         )
         self.address = listener.address
         log.info("serve_listening", address=self.address)
@@ -184,8 +195,19 @@ class Daemon:
                     "config_reload_failed", error=exc.message, detail="keeping the running config"
                 )
                 continue
-            if fresh.serve.listen != self.settings.serve.listen:
-                log.warning("config_listen_changed", detail="a new listen address needs a restart")
+            if fresh.serve.listen != self.settings.serve.listen or (
+                fresh.serve.tls_cert_file,
+                fresh.serve.tls_key_file,
+                fresh.serve.header_timeout,
+            ) != (
+                self.settings.serve.tls_cert_file,
+                self.settings.serve.tls_key_file,
+                self.settings.serve.header_timeout,
+            ):
+                log.warning(
+                    "config_listen_changed",
+                    detail="a new listen address, TLS files or header timeout need a restart",
+                )
             self._pending_settings = fresh
             log.info("config_reloading", source=fresh.source)
             return True
@@ -194,7 +216,8 @@ class Daemon:
         self.settings = settings
         self._pending_settings = None
         self.schedule.settings = ScheduleSettings.from_settings(settings)
-        self._auth = WebhookAuth.from_settings(settings.serve)
+        # The replay guard carries over: a signature used before the reload stays used.
+        self._auth = WebhookAuth.from_settings(settings.serve, replay=self._auth.replay)
         self.queue.batch_delay = settings.serve.batch_delay
         self.queue.batch_max = max(1, settings.serve.batch_max)
         # Leases are recomputed with the new periods, window and jitter on the next refresh.
@@ -208,6 +231,8 @@ class Daemon:
         runtime = self._runtime
         if runtime is None:
             return "starting"
+        if not self.schedule_loaded.is_set():
+            return "loading the inventory and schedule from Vault"
         try:
             healthy = await runtime.store.health()
         except RotatorError as exc:
@@ -286,10 +311,14 @@ class Daemon:
         if not due:
             return
         trigger_id = new_trigger_id("lease")
-        accepted = self.queue.put_many(
-            Trigger(d.cluster_id, TriggerSource.LEASE, d.reason, d.not_before, trigger_id)
-            for d in due
-        )
+        try:
+            accepted = self.queue.put_many(
+                Trigger(d.cluster_id, TriggerSource.LEASE, d.reason, d.not_before, trigger_id)
+                for d in due
+            )
+        except QueueFullError as exc:
+            log.warning("lease_triggers_deferred", clusters=len(due), detail=str(exc))
+            accepted = False
         if not accepted:
             for d in due:
                 self.schedule.release(d.cluster_id)
@@ -337,7 +366,12 @@ class Daemon:
         trigger = Trigger(
             cluster_id, TriggerSource.EVENT, event.event_type, not_before, f"ev-{event.id}"
         )
-        if self.queue.put(trigger):
+        try:
+            queued = self.queue.put(trigger)
+        except QueueFullError as exc:
+            log.warning("vault_event_dropped", event_id=event.id, detail=str(exc))
+            return
+        if queued:
             self.metrics.trigger(TriggerSource.EVENT.value)
             self.metrics.queue_depth.set(self.queue.depth)
 
@@ -346,6 +380,14 @@ class Daemon:
     @property
     def auth(self) -> WebhookAuth:
         return self._auth
+
+    @property
+    def loaded(self) -> bool:
+        return self.schedule_loaded.is_set()
+
+    @property
+    def body_timeout(self) -> float:
+        return self.settings.serve.body_timeout
 
     def known_clusters(self) -> Collection[str]:
         return self._targets.keys()
