@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from rotator.errors import ConfigError
+from rotator.serve.leases import LeaseBackend, add_lease_routes
 from rotator.serve.metrics import ServeMetrics
 from rotator.serve.webhook import MAX_BODY, WebhookBackend, add_webhook_routes
 
@@ -58,7 +59,11 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def build_app(
-    readiness: ReadinessCheck, metrics: ServeMetrics, backend: WebhookBackend
+    readiness: ReadinessCheck,
+    metrics: ServeMetrics,
+    backend: WebhookBackend,
+    *,
+    leases: LeaseBackend | None = None,
 ) -> web.Application:
     # A little over the webhook limit, so the handler can answer 413 with its own message.
     app = web.Application(client_max_size=MAX_BODY + 1024)
@@ -68,6 +73,8 @@ def build_app(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     add_webhook_routes(app, backend)
+    if leases is not None:
+        add_lease_routes(app, leases)
     return app
 
 

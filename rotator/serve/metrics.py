@@ -118,6 +118,19 @@ class ServeMetrics:
             registry=r,
         )
         self.ready = Gauge("rotator_ready", "1 when /readyz answers 200", registry=r)
+        self.checkout_leases_open = Gauge(
+            "rotator_checkout_leases_open", "Open check-out leases (all clusters)", registry=r
+        )
+        self.checkout_leases_overdue = Gauge(
+            "rotator_checkout_leases_overdue",
+            "Clusters whose last lease ended and whose password is not rotated yet",
+            registry=r,
+        )
+        self.checkout_rotation_failures = Counter(
+            "rotator_checkout_rotation_failures",
+            "Lease-end rotations that failed (each is retried with backoff)",
+            registry=r,
+        )
 
     # -- engine hooks -----------------------------------------------------------------------
 
