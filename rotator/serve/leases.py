@@ -241,8 +241,15 @@ def _field(data: dict[str, Any], name: str, *, required: bool = True, limit: int
 
 def _refusal(exc: RotatorError) -> web.Response:
     if isinstance(exc, LeaseError):
-        headers = {"Retry-After": f"{exc.retry_after:.0f}"} if exc.retry_after else None
-        return error_response(exc.status, exc.message, headers=headers, code=exc.code)
+        if exc.retry_after:
+            return error_response(
+                exc.status,
+                exc.message,
+                headers={"Retry-After": f"{exc.retry_after:.0f}"},
+                code=exc.code,
+                retry_after=exc.retry_after,
+            )
+        return error_response(exc.status, exc.message, code=exc.code)
     if isinstance(exc, VaultPermissionError):
         return error_response(403, "Vault refused this token for the request", code=exc.code)
     log.error("lease_request_failed", code=exc.code, detail=exc.message)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
 import signal
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -307,3 +310,60 @@ async def test_two_replicas_one_killed_rotate_each_lease_end_once(
         secrets = {c["vnc_password"] for c in (await env.admin.clusters()).values()}
         for replica in replicas:
             assert not any(s in "\n".join(replica.lines) for s in secrets)
+
+
+async def rotator_cli(*args: str, token: Secret, home: Path) -> tuple[int, str, str]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "VAULT_TOKEN": token.reveal()}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rotator.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_cli_checks_out_lists_and_checks_in(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    async with make_env(tmp_path, sim_factory, openbao, vault_paths, clusters=1) as env:
+        (cluster_id,) = sorted(await env.changes())
+        await import_passwords(env)
+        await env.not_due(cluster_id)
+        admin = env.store.client
+        dave = await create_token(admin, policies=[await install_checkout_policy(env, admin)])
+        nobody = await create_token(admin, policies=["default"])
+        async with running(env.daemon()) as daemon:
+            server = ("--server", daemon.address)
+            code, out, err = await rotator_cli(
+                "checkout", cluster_id, "--ttl", "2h", "--reason", "job 4711", *server,
+                token=dave, home=tmp_path,
+            )  # fmt: skip
+            assert code == 0, err
+            assert out.strip() == await sim_password(env, cluster_id)
+            lease_id = err.split()[1]
+            code, out, _ = await rotator_cli("leases", *server, token=dave, home=tmp_path)
+            assert code == 0
+            assert lease_id in out
+            assert "job 4711" in out
+            code, out, _ = await rotator_cli(
+                "renew", lease_id, "--ttl", "1h", "--json", *server, token=dave, home=tmp_path
+            )
+            assert (code, json.loads(out)["lease_id"]) == (0, lease_id)
+            code, _, err = await rotator_cli(
+                "checkout", cluster_id, *server, token=nobody, home=tmp_path
+            )
+            assert code == 1
+            assert "ehpc-vnc-checkout" in err
+            code, out, _ = await rotator_cli(
+                "checkin", lease_id, *server, token=dave, home=tmp_path
+            )
+            assert code == 0
+            assert "rotated" in out
+            await eventually(lambda: settled(env, cluster_id), what="the check-in's rotation")
+        assert await env.changes() == {cluster_id: 1}
