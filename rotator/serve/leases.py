@@ -26,8 +26,9 @@ import structlog
 from aiohttp import web
 
 from rotator.config import parse_duration
-from rotator.engine.report import Outcome, RunSummary
+from rotator.engine.report import RunSummary
 from rotator.errors import ConfigError, RotatorError, VaultPermissionError
+from rotator.leases.cron import satisfied
 from rotator.leases.model import CheckoutPolicy, LeaseDoc, LeaseError
 from rotator.leases.service import LeaseService, lease_view
 from rotator.secret import Secret
@@ -37,7 +38,7 @@ from rotator.serve.metrics import ServeMetrics
 from rotator.serve.queue import Batch, QueueFullError, Trigger, TriggerQueue, TriggerSource
 from rotator.serve.webhook import BodyError, error_response, new_trigger_id, read_body
 
-__all__ = ["LeaseBackend", "LeaseIntake", "add_lease_routes", "policy_from"]
+__all__ = ["LeaseBackend", "LeaseIntake", "add_lease_routes", "policy_from", "satisfied"]
 
 log = structlog.get_logger("rotator.serve")
 
@@ -57,11 +58,6 @@ def policy_from(serve: Any) -> CheckoutPolicy:
         default_ttl=serve.checkout_default_ttl,
         max_ttl=serve.checkout_max_ttl,
     )
-
-
-def satisfied(outcome: Outcome, code: str | None) -> bool:
-    """The cluster's trigger is done: rotated here, or by another replica."""
-    return outcome is Outcome.ROTATED or (outcome is Outcome.SKIPPED and code == "AlreadyRotated")
 
 
 class LeaseIntake:

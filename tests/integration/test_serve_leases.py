@@ -312,8 +312,10 @@ async def test_two_replicas_one_killed_rotate_each_lease_end_once(
             assert not any(s in "\n".join(replica.lines) for s in secrets)
 
 
-async def rotator_cli(*args: str, token: Secret, home: Path) -> tuple[int, str, str]:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "VAULT_TOKEN": token.reveal()}
+async def rotator_cli(*args: str, token: Secret | None, home: Path) -> tuple[int, str, str]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home)}
+    if token is not None:
+        env["VAULT_TOKEN"] = token.reveal()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -367,3 +369,32 @@ async def test_the_cli_checks_out_lists_and_checks_in(
             assert "rotated" in out
             await eventually(lambda: settled(env, cluster_id), what="the check-in's rotation")
         assert await env.changes() == {cluster_id: 1}
+
+
+async def test_rotate_runs_rotate_clusters_whose_lease_expired(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    """Without any daemon: the nightly ``rotator rotate`` pays a lease-end debt and clears it."""
+    async with make_env(tmp_path, sim_factory, openbao, vault_paths, clusters=2) as env:
+        ids = sorted(await env.changes())
+        await import_passwords(env)
+        await env.not_due(*ids)
+        await LeaseStore(env.store.client).update(
+            ids[0],
+            lambda doc: model.checkout(
+                doc,
+                Holder("oidc-erin", entity_id="e-erin"),
+                ttl=600,
+                reason="",
+                policy=CheckoutPolicy(),
+                now=datetime.now(UTC) - timedelta(hours=2),
+            ),
+        )
+        code, out, err = await rotator_cli(
+            "rotate", "--cluster", ids[0], "--config", str(env.config), "--json",
+            token=None, home=tmp_path,
+        )  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["counts"]["rotated"] == 1
+        assert await settled(env, ids[0])
+        assert await env.changes() == {ids[0]: 1, ids[1]: 0}
