@@ -170,6 +170,9 @@ class Daemon:
     def lease_ended(self, doc: LeaseDoc) -> None:
         self.leases.lease_ended(doc)
 
+    def lease_changed(self) -> None:
+        self.leases.wake()  # the reconcile re-arms the timer for the earliest expiry
+
     # -- life cycle -------------------------------------------------------------------------
 
     def request_reload(self) -> None:

@@ -184,6 +184,9 @@ class LeaseBackend(Protocol):
 
     def lease_ended(self, doc: LeaseDoc) -> None: ...
 
+    def lease_changed(self) -> None:
+        """A lease was added or renewed: its expiry needs a timer."""
+
 
 _LEASES: web.AppKey[LeaseBackend] = web.AppKey("lease_backend", LeaseBackend)
 
@@ -289,6 +292,7 @@ async def _checkout(
         ttl=_ttl(data.get("ttl")),
         reason=_field(data, "reason", required=False, limit=500),
     )
+    backend.lease_changed()
     # The password goes to this caller only: never cached by a proxy.
     return web.json_response(
         result.to_dict(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -301,6 +305,7 @@ async def _renew(
     data = await _json(request, backend)
     lease_id = _field(data, "lease_id")
     lease = await service.renew(token, lease_id, ttl=_ttl(data.get("ttl")))
+    backend.lease_changed()
     return web.json_response(lease_view(lease_id.rpartition(":")[0], lease))
 
 
@@ -312,6 +317,7 @@ async def _checkin(
     rotating = doc.rotation_due is not None
     if rotating:
         backend.lease_ended(doc)
+    backend.lease_changed()
     return web.json_response({"cluster_id": doc.cluster_id, "rotating": rotating})
 
 
