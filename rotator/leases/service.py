@@ -110,7 +110,10 @@ class LeaseService:
         policy: CheckoutPolicy,
         *,
         now: Callable[[], datetime] = _utcnow,
+        backoff: Callable[[int], float] = retry_delay,
     ) -> None:
+        self.backoff = backoff
+        """Seconds before the n-th retry of a failed lease-end rotation (a seam for tests)."""
         self.store = store
         self.client = store.client
         self.read_password = read_password
@@ -265,7 +268,7 @@ class LeaseService:
         now = self.now()
 
         def change(doc: LeaseDoc) -> tuple[LeaseDoc, None]:
-            delay = retry_delay(doc.failures + 1)
+            delay = self.backoff(doc.failures + 1)
             return model.rotation_failed(
                 doc, code=code, retry_at=now + timedelta(seconds=delay)
             ), None

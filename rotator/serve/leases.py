@@ -44,6 +44,7 @@ log = structlog.get_logger("rotator.serve")
 
 _MIN_WAIT = 0.05
 _RETRY_RECONCILE = 10.0
+_NOT_A_FAILURE = frozenset({"ClaimedElsewhere", "Interrupted"})
 _TOKEN_HEADER = "X-Vault-Token"  # noqa: S105 - a header name, not a token
 
 
@@ -161,6 +162,8 @@ class LeaseIntake:
             try:
                 if satisfied(outcome.outcome, outcome.code):
                     await service.mark_rotated(cluster_id, not_before=batch.clusters[cluster_id])
+                elif outcome.code in _NOT_A_FAILURE:
+                    continue  # another replica is on it, or we are stopping: reconcile decides
                 else:
                     self.metrics.checkout_rotation_failures.inc()
                     await service.mark_failed(cluster_id, code=outcome.code or "unknown")

@@ -402,3 +402,65 @@ async def test_rotate_runs_rotate_clusters_whose_lease_expired(
         assert json.loads(out)["counts"]["rotated"] == 1
         assert await settled(env, ids[0])
         assert await env.changes() == {ids[0]: 1, ids[1]: 0}
+
+
+async def test_a_failed_lease_end_rotation_stays_visible_and_is_retried(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    async with make_env(tmp_path, sim_factory, openbao, vault_paths, clusters=1) as env:
+        (cluster_id,) = sorted(await env.changes())
+        await import_passwords(env)
+        await env.not_due(cluster_id)
+        admin = env.store.client
+        frank = await create_token(admin, policies=[await install_checkout_policy(env, admin)])
+        async with running(env.daemon()) as daemon:
+            assert daemon.leases.service is not None
+            retries = asyncio.Event()
+
+            def backoff(_failures: int) -> float:
+                retries.set()
+                return 0.5  # production: 30 s doubling
+
+            daemon.leases.service.backoff = backoff
+            status, lease, _ = await call(
+                env.session,
+                daemon.address,
+                "POST",
+                "/v1/checkout",
+                frank,
+                {"cluster_id": cluster_id},
+            )
+            assert status == 200
+            await env.admin.patch_cluster(cluster_id, status="stopped")  # the API refuses now
+            status, _, _ = await call(
+                env.session, daemon.address, "POST", "/v1/checkin", frank, lease
+            )
+            assert status == 200
+
+            rows: list[dict[str, Any]] = []
+
+            async def failure_shown() -> bool:
+                _, answer, _ = await call(env.session, daemon.address, "GET", "/v1/leases", frank)
+                rows[:] = answer["leases"]
+                return any(r.get("state") == "expired, rotation failed" for r in rows)
+
+            await eventually(failure_shown, what="the failed rotation in GET /v1/leases")
+            assert rows[0]["last_error"] == "InvalidClusterStatus"
+            assert "next_attempt_at" in rows[0]
+            status, answer, _ = await call(
+                env.session,
+                daemon.address,
+                "POST",
+                "/v1/checkout",
+                frank,
+                {"cluster_id": cluster_id},
+            )
+            assert (status, answer["code"]) == (409, "RotationPending")  # never the old password
+            samples = await scrape(env.session, daemon)
+            assert metric(samples, "rotator_checkout_rotation_failures_total") >= 1
+            assert metric(samples, "rotator_checkout_leases_overdue") == 1
+
+            await env.admin.patch_cluster(cluster_id, status="running")
+            await eventually(lambda: settled(env, cluster_id), what="the retried rotation")
+            assert retries.is_set()
+        assert await env.changes() == {cluster_id: 1}
