@@ -7,8 +7,9 @@ from typing import Any, cast
 
 import pytest
 
-from rotator.config import Settings
+from rotator.config import ServeSettings, Settings
 from rotator.engine.runtime import Runtime
+from rotator.errors import ConfigError
 from rotator.serve.daemon import Daemon
 
 
@@ -35,3 +36,19 @@ async def test_not_ready_and_not_taking_webhooks_until_the_schedule_is_loaded() 
     daemon.schedule_loaded.set()
     assert await daemon._readiness() is None
     assert daemon.loaded
+
+
+@pytest.mark.parametrize(
+    ("serve", "message"),
+    [
+        ({"body_timeout": 0.0}, "serve.body_timeout: must be longer than 0s"),
+        ({"header_timeout": 0.0}, "serve.header_timeout"),
+        ({"checkout_max_ttl": 0.0}, "serve.checkout_max_ttl"),
+        ({"checkout_default_ttl": 7200.0, "checkout_max_ttl": 3600.0}, "checkout_default_ttl"),
+        ({"tls_cert_file": "/nonexistent/cert.pem"}, "both"),
+    ],
+)
+def test_bad_serve_settings_are_refused_up_front(serve: dict[str, Any], message: str) -> None:
+    settings = Settings(serve=ServeSettings(**serve))
+    with pytest.raises(ConfigError, match=message):
+        Daemon(settings)

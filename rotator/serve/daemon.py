@@ -38,7 +38,7 @@ from rotator.config import Settings
 from rotator.ehpc.credentials import CredentialProvider
 from rotator.engine.report import RunSummary
 from rotator.engine.runtime import Runtime
-from rotator.errors import RotatorError
+from rotator.errors import ConfigError, RotatorError
 from rotator.leases.model import LeaseDoc
 from rotator.leases.service import LeaseService
 from rotator.leases.vault import LeaseStore
@@ -53,7 +53,7 @@ from rotator.serve.queue import Batch, TriggerQueue
 from rotator.serve.schedule import Schedule, ScheduleSettings
 from rotator.serve.webhook import WebhookAuth
 
-__all__ = ["Daemon", "run_daemon"]
+__all__ = ["Daemon", "check_serve_settings", "run_daemon"]
 
 log = structlog.get_logger("rotator.serve")
 
@@ -64,10 +64,19 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _check_serve_settings(settings: Settings) -> None:
+def check_serve_settings(settings: Settings) -> None:
+    """Every ``[serve]`` value the daemon would reject, as a ConfigError naming the key."""
+    serve = settings.serve
     ScheduleSettings.from_settings(settings)
-    WebhookAuth.from_settings(settings.serve)
-    tls_context(settings.serve.tls_cert_file, settings.serve.tls_key_file)
+    WebhookAuth.from_settings(serve)
+    tls_context(serve.tls_cert_file, serve.tls_key_file)
+    for key in ("header_timeout", "body_timeout", "checkout_default_ttl", "checkout_max_ttl"):
+        if getattr(serve, key) <= 0:
+            raise ConfigError("must be longer than 0s", key=f"serve.{key}")
+    if serve.checkout_default_ttl > serve.checkout_max_ttl:
+        raise ConfigError(
+            "must not be longer than serve.checkout_max_ttl", key="serve.checkout_default_ttl"
+        )
 
 
 class Daemon:
@@ -82,8 +91,9 @@ class Daemon:
     ) -> None:
         """``credentials`` and ``events_addr`` (the event stream's base URL, default the Vault
         address) are seams for tests."""
+        check_serve_settings(settings)
         self.generations = Generations(
-            settings, config_path=config_path, validators=(_check_serve_settings,)
+            settings, config_path=config_path, validators=(check_serve_settings,)
         )
         self.credentials = credentials
         self.now = now
