@@ -8,6 +8,7 @@
     rotator sim --clusters 200           # the E-HPC simulator
     rotator demo                         # OpenBao + simulator + a real rotation, end to end
     rotator vault-setup                  # policies, password policy and auth roles, idempotent
+    rotator checkout ehpc-hz-1 --ttl 2h  # check a VNC password out (leases, renew, checkin)
 
 Exit codes: 0 Success, 3 PartFailure, 4 Failure, 2 configuration or usage error,
 130/143 interrupted by SIGINT/SIGTERM (after in-flight rotations finished and the report was
@@ -121,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim_module.add_arguments(sim)
 
+    from rotator.leases import cli as lease_cli  # noqa: PLC0415 - argparse only, no I/O
+
+    lease_cli.add_arguments(sub)  # checkout, leases, renew, checkin (talk to rotator serve)
+
     demo = sub.add_parser("demo", help="OpenBao + simulator + a real rotation, end to end")
     demo.add_argument("--clusters", type=int, default=200)
     demo.add_argument("--keep", action="store_true", help="keep OpenBao and the simulator up")
@@ -199,6 +204,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         configure_logging(level=args.log_level, fmt="auto")
         # With --keep, Ctrl-C is how the demo is meant to end.
         return _run_async(lambda stop: commands.demo(args, stop), signal_exit_codes=not args.keep)
+    from rotator.leases import cli as lease_cli  # noqa: PLC0415
+
+    if command in lease_cli.COMMANDS:  # a person's commands: no config, their own Vault token
+        return lease_cli.run(args)
     settings = _load(args)
     configure_logging(
         level=args.log_level or settings.logging.level,

@@ -35,6 +35,7 @@ from rotator.engine.ports import NoHooks
 from rotator.engine.report import ClusterOutcome, Outcome
 from rotator.engine.runtime import new_run_id, open_runtime
 from rotator.errors import ConfigError
+from rotator.leases.cron import lease_ends_owed, settle_lease_ends, with_lease_ends
 from rotator.passwords import VaultPasswordSource, verify
 from rotator.vault.store import parse_time
 
@@ -131,6 +132,9 @@ async def rotate(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
         targets = await resolve_targets(runtime, selection)
         if args.dry_run:
             return await _print_plan(runtime, targets, as_json=args.json)
+        # Check-out leases: a cluster whose last lease ended is rotated unless done since.
+        lease_ends = await lease_ends_owed(runtime.vault)
+        targets = with_lease_ends(targets, lease_ends)
         run_id = new_run_id()
         show_progress = sys.stderr.isatty() and not args.no_progress and not args.json
         with ProgressHooks(len(targets), enabled=show_progress) as progress:
@@ -142,6 +146,7 @@ async def rotate(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
                 max_failures=args.max_failures,
                 concurrency=args.concurrency,
             )
+        await settle_lease_ends(runtime.vault, summary, lease_ends)
     if args.report:
         try:
             write_report(args.report, summary.to_json())

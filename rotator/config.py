@@ -173,6 +173,15 @@ class ServeSettings:
     jitter: float = _duration("10m")
     batch_delay: float = _duration("2s")
     batch_max: int = 500
+    # -- listener hardening (serve branch) --
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    header_timeout: float = _duration("10s")
+    body_timeout: float = _duration("10s")
+    # -- check-out leases (serve branch) --
+    checkout_mode: Literal["shared", "exclusive"] = "shared"
+    checkout_default_ttl: float = _duration("1h")
+    checkout_max_ttl: float = _duration("8h")
 
 
 @dataclass(frozen=True, slots=True)

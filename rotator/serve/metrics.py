@@ -19,9 +19,62 @@ from prometheus_client import (
     generate_latest,
 )
 
+from rotator.ehpc.codes import CODES
 from rotator.engine.report import ClusterOutcome
+from rotator.errors import RotatorError
 
-__all__ = ["ServeMetrics"]
+__all__ = ["ServeMetrics", "bounded_code", "known_codes"]
+
+# Codes the engine and clients set on outcomes without an exception class of their own.
+_ENGINE_CODES = frozenset(
+    {
+        "AlreadyRotated",
+        "ClaimedElsewhere",
+        "ConnectionFailed",
+        "CredentialsUnavailable",
+        "Interrupted",
+        "InvalidGeneratedPassword",
+        "InvalidPathSegment",
+        "InvalidResponse",
+        "NotDue",
+        "NothingPending",
+        "PasswordPolicyBroken",
+        "PasswordPolicyMissing",
+        "RegionUnknown",
+        "RootCredentialInvalid",
+        "RootCredentialMissing",
+        "TLSError",
+        "VaultAuthFailed",
+        "VaultClientClosed",
+        "VaultClientError",
+        "VaultInvalidRequest",
+        "VaultTlsError",
+        "VaultTokenInvalid",
+    }
+)
+
+
+def _error_class_codes() -> set[str]:
+    found: set[str] = set()
+    todo: list[type[RotatorError]] = [RotatorError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.code)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def known_codes() -> frozenset[str]:
+    """Every code a metric label may carry; anything else is counted as ``other``."""
+    return frozenset(CODES) | _ENGINE_CODES | _error_class_codes()
+
+
+def bounded_code(code: str | None, known: frozenset[str], *, empty: str) -> str:
+    """A server-chosen code must not grow a label's cardinality without bound."""
+    if not code:
+        return empty
+    return code if code in known else "other"
+
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -31,6 +84,7 @@ class ServeMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._codes = known_codes()
         r = self.registry
         self.rotations = Counter(
             "rotator_rotations",
@@ -70,20 +124,35 @@ class ServeMetrics:
             registry=r,
         )
         self.ready = Gauge("rotator_ready", "1 when /readyz answers 200", registry=r)
+        self.checkout_leases_open = Gauge(
+            "rotator_checkout_leases_open", "Open check-out leases (all clusters)", registry=r
+        )
+        self.checkout_leases_overdue = Gauge(
+            "rotator_checkout_leases_overdue",
+            "Clusters whose last lease ended and whose password is not rotated yet",
+            registry=r,
+        )
+        self.checkout_rotation_failures = Counter(
+            "rotator_checkout_rotation_failures",
+            "Lease-end rotations that failed (each is retried with backoff)",
+            registry=r,
+        )
 
     # -- engine hooks -----------------------------------------------------------------------
 
     def api_call(self, *, region: str, code: str | None, seconds: float) -> None:
-        self.api_latency.labels(region=region or "unknown", code=code or "OK").observe(seconds)
+        label = bounded_code(code, self._codes, empty="OK")
+        self.api_latency.labels(region=region or "unknown", code=label).observe(seconds)
 
     def retry(self, *, cluster_id: str, code: str, delay: float) -> None:
-        self.retries.labels(code=code).inc()
+        self.retries.labels(code=bounded_code(code, self._codes, empty="")).inc()
 
     def outcome(self, outcome: ClusterOutcome) -> None:
-        self.rotations.labels(outcome=outcome.outcome.value, code=outcome.code or "").inc()
+        code = bounded_code(outcome.code, self._codes, empty="")
+        self.rotations.labels(outcome=outcome.outcome.value, code=code).inc()
 
     def vault_error(self, *, code: str) -> None:
-        self.vault_errors.labels(code=code).inc()
+        self.vault_errors.labels(code=bounded_code(code, self._codes, empty="")).inc()
 
     def verification(self, outcome: ClusterOutcome) -> None:
         """The engine's optional VerificationHooks: one VNC check's result."""

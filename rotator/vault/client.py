@@ -443,6 +443,32 @@ class VaultClient:
                 return None
             raise
 
+    async def request_as(
+        self,
+        token: Secret,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, object] | None = None,
+        missing_ok: bool = False,
+    ) -> JsonDict | None:
+        """One HTTP API call with a caller's own token (check-out leases), not rotator's: no
+        login, no retry; a 403 is the caller's policy and is raised as is."""
+        op = {"GET": "read", "LIST": "list", "DELETE": "delete"}.get(method, "write")
+
+        def do(client: hvac.Client) -> JsonDict:
+            result = client.adapter.request(
+                method, f"/v1/{path}", json=dict(json) if json is not None else None
+            )
+            return result if isinstance(result, dict) else {}
+
+        try:
+            return await self._run(do, token, op, path)
+        except VaultNotFoundError:
+            if missing_ok:
+                return None
+            raise
+
     async def read(self, path: str) -> JsonDict | None:
         return await self.request("GET", path, missing_ok=True)
 

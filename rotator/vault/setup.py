@@ -19,6 +19,7 @@ Run it again after changing mounts or paths: the policies follow the configurati
 
 from __future__ import annotations
 
+import posixpath
 import re
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -37,11 +38,17 @@ __all__ = [
     "vault_setup",
 ]
 
-ACL_POLICIES = {"rotator": "rotator.hcl", "ehpc-vnc-reader": "ehpc-vnc-reader.hcl"}
+ACL_POLICIES = {
+    "rotator": "rotator.hcl",
+    "ehpc-vnc-reader": "ehpc-vnc-reader.hcl",
+    "ehpc-vnc-checkout": "ehpc-vnc-checkout.hcl",  # check-out leases (rotator.leases)
+}
 """Policy name -> template file."""
 PASSWORD_POLICY_FILE = "ehpc-vnc-password.hcl"  # noqa: S105 - a file name, not a password
 
-_PLACEHOLDER = re.compile(r"\{(kv_mount|root_path|vnc_path|runs_path|password_policy)\}")
+_PLACEHOLDER = re.compile(
+    r"\{(kv_mount|root_path|vnc_path|runs_path|password_policy|leases_path|checkout_path)\}"
+)
 _HOUR = 3600
 _DAY = 24 * _HOUR
 
@@ -60,6 +67,11 @@ def render_policy(template: str, settings: VaultSettings, *, password_policy: st
         "vnc_path": settings.vnc_path,
         "runs_path": settings.runs_path,
         "password_policy": password_policy,
+        # Check-out leases live next to the VNC secrets (rotator.leases.vault.lease_paths).
+        "leases_path": posixpath.join(posixpath.dirname(settings.vnc_path.strip("/")), "leases"),
+        "checkout_path": posixpath.join(
+            posixpath.dirname(settings.vnc_path.strip("/")), "checkout"
+        ),
     }
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 

@@ -56,6 +56,7 @@ async def test_vault_setup_is_idempotent(openbao: OpenBaoServer, vault_paths: Va
         "KV version 2 at secret/ exists",
         "policy rotator unchanged",
         "policy ehpc-vnc-reader unchanged",
+        "policy ehpc-vnc-checkout unchanged",
         "password policy ehpc-vnc unchanged",
         "approle auth at auth/approle/ exists",
         "approle role rotator unchanged",
