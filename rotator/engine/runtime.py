@@ -29,7 +29,7 @@ from rotator.ehpc.credentials import (
 )
 from rotator.engine.batch import FailureThreshold, run_batch
 from rotator.engine.ports import Hooks, NoHooks
-from rotator.engine.ratelimit import RateLimit, RegionLimiter
+from rotator.engine.ratelimit import RegionLimiter, limiter_from
 from rotator.engine.report import RunSummary
 from rotator.engine.retry import RetryPolicy
 from rotator.engine.rotation import RotationContext, Target
@@ -89,7 +89,7 @@ def validate_settings(settings: Settings) -> None:
     """Everything ``open_runtime`` would refuse, checked without touching the network (for a
     config reload that must not replace a working runtime with a broken one)."""
     endpoints_from(settings)
-    RegionLimiter(RateLimit.parse(settings.ehpc.rate_limit), settings.ehpc.rate_limits)
+    limiter_from(settings.ehpc)
     FailureThreshold.parse(settings.rotation.max_failures, 1)
     credentials_from(settings)
     VaultSettings.from_config(settings.vault)
@@ -186,7 +186,7 @@ async def open_runtime(
     ehpc = settings.ehpc
     endpoints = endpoints_from(settings)
     FailureThreshold.parse(settings.rotation.max_failures, 1)  # a typo fails now, not mid-run
-    limiter = RegionLimiter(RateLimit.parse(ehpc.rate_limit), ehpc.rate_limits)
+    limiter = limiter_from(ehpc)
     vault = VaultClient(VaultSettings.from_config(settings.vault))
     api = EhpcClient(
         credentials=credentials or credentials_from(settings),
