@@ -168,7 +168,7 @@ async def test_only_the_head_of_the_line_wakes_up() -> None:
     # poll (asyncio-throttle alone polls every waiter every retry_interval).
     time = VirtualTime()
     limiter = RegionLimiter(RateLimit(10, 1.0), clock=time.clock, sleep=time.sleep)
-    stamps = await asyncio.gather(*(limiter.acquire("cn-hangzhou") for _ in range(64)))
+    stamps = await asyncio.gather(*(limiter.turn("cn-hangzhou") for _ in range(64)))
 
     assert time.sleeps <= 64
     assert sorted(stamps) == list(stamps), "FIFO: the line is served in order"
@@ -182,7 +182,7 @@ async def test_the_account_scope_paces_every_region_together() -> None:
         RateLimit(100, 1.0), account=RateLimit(10, 1.0), clock=time.clock, sleep=time.sleep
     )
     regions = ["cn-hangzhou", "cn-shanghai", "cn-beijing"]
-    stamps = await asyncio.gather(*(limiter.acquire(regions[i % 3]) for i in range(60)))
+    stamps = await asyncio.gather(*(limiter.turn(regions[i % 3]) for i in range(60)))
 
     assert most_in_any_window(sorted(stamps), 1.0) <= 10
     assert set(limiter.rates()) == {*regions, ACCOUNT_SCOPE}
@@ -193,8 +193,8 @@ async def test_the_account_scope_paces_every_region_together() -> None:
 async def test_regions_without_an_account_limit_do_not_wait_for_each_other() -> None:
     time = VirtualTime()
     limiter = RegionLimiter(RateLimit(1, 10.0), clock=time.clock, sleep=time.sleep)
-    await limiter.acquire("cn-hangzhou")
-    await limiter.acquire("cn-beijing")
+    await limiter.turn("cn-hangzhou")
+    await limiter.turn("cn-beijing")
     assert time.sleeps == 0
 
 
@@ -204,29 +204,30 @@ async def test_throttling_feedback_slows_the_scope_and_shows_in_rates() -> None:
     limiter = RegionLimiter(
         RateLimit(10, 1.0), account=RateLimit(50, 1.0), clock=time.clock, sleep=time.sleep
     )
-    sent_at = await limiter.acquire("cn-hangzhou")
+    sent_at = await limiter.turn("cn-hangzhou")
     throttled = ThrottledError("slow down", code="Throttling.User", retry_after=2.0)
     limiter.observe("cn-hangzhou", throttled, sent_at=sent_at)
     limiter.observe("cn-hangzhou", RetryableApiError("x", code="ServiceUnavailable"))
 
-    rates = {name: rate.to_dict() for name, rate in limiter.rates().items()}
+    rates = limiter.summary()
     assert rates["cn-hangzhou"] == {
         "configured": "10/1s",
         "effective": "7/1s",
         "lowest": "7/1s",
         "throttled": 1,
+        "effective_per_second": 7.0,
     }
     assert rates[ACCOUNT_SCOPE]["effective"] == "35/1s"
     before = time.now
-    await limiter.acquire("cn-hangzhou")
+    await limiter.turn("cn-hangzhou")
     assert time.now - before >= 2.0, "the server's retry-after holds the scope"
 
 
 @pytest.mark.asyncio
 async def test_a_cancelled_waiter_leaves_the_line() -> None:
     limiter = RegionLimiter(RateLimit(1, 3600.0))
-    await limiter.acquire("cn-hangzhou")
-    waiter = asyncio.ensure_future(limiter.acquire("cn-hangzhou"))
+    await limiter.turn("cn-hangzhou")
+    waiter = asyncio.ensure_future(limiter.turn("cn-hangzhou"))
     await asyncio.sleep(0)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):

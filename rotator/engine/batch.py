@@ -184,6 +184,7 @@ async def run_batch(
         stopped_reason=state.stopped_reason,
         api_calls=ctx.api_calls,
         trigger=trigger,
+        rate_limits=ctx.limiter.summary(),
     )
     log.info("run_finished", **summary.log_fields())
     return summary

@@ -2,7 +2,7 @@
 
     limiter = RegionLimiter(RateLimit.parse("100/60s"), {"cn-beijing": "20/10s"},
                             account=RateLimit.parse("300/60s"))
-    sent_at = await limiter.acquire("cn-hangzhou")         # waits for this call's turn
+    sent_at = await limiter.turn("cn-hangzhou")            # waits for this call's turn
     ...                                                    # send the call right away
     limiter.observe("cn-hangzhou", error, sent_at=sent_at) # Throttling*: slow that scope down
 
@@ -143,6 +143,7 @@ class ScopeRate:
             "effective": self._as_limit(self.effective_per_second, period),
             "lowest": self._as_limit(self.lowest_per_second, period),
             "throttled": self.throttled,
+            "effective_per_second": round(self.effective_per_second, 4),
         }
 
 
@@ -295,8 +296,12 @@ class RegionLimiter:
                 return
             await self._sleep(delay)
 
-    async def acquire(self, region: str) -> float:
-        """Wait for this call's turn at ``region`` (and the account); returns the send stamp."""
+    async def acquire(self, region: str) -> None:
+        """Wait for this call's turn at ``region`` (and the account); send it right after."""
+        await self.turn(region)
+
+    async def turn(self, region: str) -> float:
+        """:meth:`acquire`, returning the instant the call was let go (the limiter's clock)."""
         scope = self._scope(region)
         account = self._account
         async with scope.lock:
@@ -312,7 +317,7 @@ class RegionLimiter:
 
     @asynccontextmanager
     async def slot(self, region: str) -> AsyncIterator[float]:
-        yield await self.acquire(region)
+        yield await self.turn(region)
 
     async def _let_go(self, *scopes: _Scope) -> float:
         for scope in scopes:
@@ -332,6 +337,10 @@ class RegionLimiter:
         for scope in (self._scope(region), self._account):
             if scope is not None:
                 scope.pace.throttled(now=now, sent_at=sent_at, retry_after=retry_after)
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        """:meth:`rates` as plain values, for the run summary."""
+        return {name: rate.to_dict() for name, rate in self.rates().items()}
 
     def rates(self) -> dict[str, ScopeRate]:
         """The configured and effective rate of every scope used so far (account last)."""

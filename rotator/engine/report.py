@@ -86,6 +86,8 @@ class RunSummary:
     api_calls: int = 0
     trigger: str = "manual"
     counts: Mapping[str, int] = field(default_factory=dict)
+    rate_limits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per rate scope (region, ``account``): configured and effective rate, Throttling count."""
 
     @classmethod
     def build(
@@ -98,6 +100,7 @@ class RunSummary:
         stopped_reason: str | None = None,
         api_calls: int = 0,
         trigger: str = "manual",
+        rate_limits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> RunSummary:
         ordered = tuple(sorted(outcomes, key=lambda o: (o.region, o.cluster_id)))
         tally = Counter(o.outcome.value for o in ordered)
@@ -111,6 +114,7 @@ class RunSummary:
             api_calls=api_calls,
             trigger=trigger,
             counts=counts,
+            rate_limits=dict(rate_limits or {}),
         )
 
     @property
@@ -154,6 +158,7 @@ class RunSummary:
             "rotations_per_second": round(self.rotations_per_second, 2),
             "api_calls": self.api_calls,
             "stopped_reason": self.stopped_reason,
+            "rate_limits": {scope: dict(rate) for scope, rate in self.rate_limits.items()},
             "counts": dict(self.counts),
             "total": len(self.outcomes),
             "failures": {
@@ -231,8 +236,19 @@ class RunSummary:
             f"{len(self.outcomes)} clusters in {self.duration:.1f}s, "
             f"{self.rotations_per_second:.1f} rotations/s, {self.api_calls} API calls"
             + (f"; stopped early: {self.stopped_reason}" if self.stopped_reason else "")
+            + self._throttled_caption()
         )
         return table
+
+    def _throttled_caption(self) -> str:
+        """Scopes the server throttled, with the rate the limiter settled on."""
+        parts = [
+            f"{scope} {rate.get('configured')} -> {rate.get('effective')} "
+            f"({rate.get('throttled')} Throttling)"
+            for scope, rate in self.rate_limits.items()
+            if rate.get("throttled")
+        ]
+        return f"; rate lowered: {', '.join(parts)}" if parts else ""
 
     def __str__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts.items() if v)

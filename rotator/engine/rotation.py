@@ -280,6 +280,7 @@ async def _rotate(run: _Run) -> ClusterOutcome:
             )
         except ApiError as exc:
             ctx.hooks.api_call(region=target.region, code=exc.code, seconds=ctx.clock() - sent_at)
+            ctx.limiter.observe(target.region, exc, sent_at=sent_at)  # Throttling: slow down
             run.request_id = exc.request_id or run.request_id
             state = await _after_api_error(run, state, exc)
             continue

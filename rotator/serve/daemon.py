@@ -422,6 +422,7 @@ class Daemon:
                 self.schedule.release(cluster_id)
             raise
         self.metrics.run_finished(summary.status.value)
+        self.metrics.rate_limits(summary.rate_limits)
         await self._after_batch(runtime, batch, summary)
         return summary
 
