@@ -5,6 +5,7 @@ async with Simulator(SimConfig(clusters=20, tls=True)) as sim:
     sim.ca_file           # the CA to trust, <state_dir or a temp dir>/sim-ca.pem
     sim.admin_token       # for Authorization: Bearer ... on /_sim/
     sim.inventory         # the clusters, live
+    sim.endpoints         # {region: url} with SimConfig(region_endpoints=True), else {}
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Simulator:
         self.service = SimService(config, self.inventory)
         self.base_url = ""
         self.port = 0
+        self.endpoints: dict[str, str] = {}
         self.ca_file: Path | None = None
         self._runner: web.AppRunner | None = None
         self._temp_dir: Path | None = None
@@ -76,21 +78,39 @@ class Simulator:
         try:
             ssl_context = self._tls_context() if self.config.tls else None
             family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-            sock = socket.create_server((self.config.host, self.config.port), family=family)
-            self.port = int(sock.getsockname()[1])
-            site = web.SockSite(runner, sock, ssl_context=ssl_context)
-            try:
-                await site.start()
-            except BaseException:
-                sock.close()
-                raise
+            self.port = await self._serve_on(runner, self.config.port, family, ssl_context)
+            if self.config.region_endpoints:
+                for region in self.config.regions:
+                    port = await self._serve_on(runner, 0, family, ssl_context)
+                    self.service.region_ports[port] = region
         except BaseException:
             await self.stop()
             raise
         scheme = "https" if self.config.tls else "http"
         host = f"[{self.config.host}]" if family == socket.AF_INET6 else self.config.host
         self.base_url = f"{scheme}://{host}:{self.port}"
+        self.endpoints = {
+            region: f"{scheme}://{host}:{port}"
+            for port, region in self.service.region_ports.items()
+        }
         return self
+
+    async def _serve_on(
+        self,
+        runner: web.AppRunner,
+        port: int,
+        family: socket.AddressFamily,
+        ssl_context: ssl.SSLContext | None,
+    ) -> int:
+        """Listen on one more port (0: any free one); returns the port."""
+        sock = socket.create_server((self.config.host, port), family=family)
+        site = web.SockSite(runner, sock, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
+        return int(sock.getsockname()[1])
 
     def _tls_context(self) -> ssl.SSLContext:
         ca = trustme.CA()

@@ -95,7 +95,7 @@ async def test_list_clusters_pages_through_the_whole_fleet_in_stable_order(
     assert entry["ZoneId"] == entry["RegionId"] + "-a"
 
 
-async def test_list_clusters_filters_by_region(
+async def test_on_the_shared_endpoint_region_id_stands_for_the_regions_endpoint(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
     reply = await send(
@@ -143,8 +143,13 @@ async def test_modify_sets_the_password_and_counts_the_change(
 @pytest.mark.parametrize(
     "case",
     [
-        ({"Passwd": "<omit>"}, "MissingParameter", 400, '"Passwd"'),
-        ({"RunasUserPassword": "<omit>"}, "MissingParameter", 400, '"RunasUserPassword"'),
+        ({"Passwd": "<omit>"}, "MissingPasswd", 400, "Passwd is mandatory for this action."),
+        (
+            {"RunasUserPassword": "<omit>"},
+            "MissingRunasUserPassword",
+            400,
+            "RunasUserPassword is mandatory for this action.",
+        ),
         ({"RunasUser": "admin"}, "InvalidParams", 400, "parameter RunasUser invalid"),
         # RunasUser is checked before Passwd and before the cluster is looked up.
         (
@@ -411,7 +416,9 @@ async def test_sts_credentials_need_their_token(
 async def test_unknown_action_and_wrong_version(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
-    assert_error(await send(session, sign(sim, "DeleteCluster", {})), "InvalidAction.NotFound", 404)
+    reply = await send(session, sign(sim, "DeleteCluster", {}))
+    assert_error(reply, "InvalidApi.NotFound", 404)
+    assert reply.body["Message"] == "Specified api is not found, please check your url and method."
     reply = await send(session, sign(sim, "ListClusters", {}, version="2024-07-30"))
     assert_error(reply, "InvalidVersion", 400)
 
@@ -532,6 +539,7 @@ async def test_stats_count_accepted_calls_per_second_action_and_region(
         "accepted": {},
         "accepted_by_region": {},
         "throttled": {},
+        "throttled_by_region": {},
         "faults_injected": {},
     }
 
@@ -560,7 +568,8 @@ async def test_inventory_is_deterministic_from_the_seed() -> None:
     assert fleet(1) != fleet(2)
     statuses = [status for _, status, _, _ in fleet(1)]
     assert statuses.count("running") == 43
-    assert {"stopped", "exception"} <= set(statuses)
+    assert {"init", "exception"} <= set(statuses)
+    assert set(statuses) <= {"uninit", "creating", "init", "running", "exception", "releasing"}
     assert all(len(root) == 16 for _, _, root, _ in fleet(1))
 
 
