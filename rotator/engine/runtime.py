@@ -28,6 +28,7 @@ from rotator.ehpc.credentials import (
     StaticCredentials,
 )
 from rotator.engine.batch import FailureThreshold, run_batch
+from rotator.engine.passwd_guard import PasswdRejections
 from rotator.engine.ports import Hooks, NoHooks
 from rotator.engine.ratelimit import RegionLimiter, limiter_from
 from rotator.engine.report import RunSummary
@@ -38,6 +39,8 @@ from rotator.passwords import (
     LocalPasswordSource,
     PasswordSource,
     VaultPasswordSource,
+    rule_named,
+    rule_of,
     verify,
 )
 from rotator.secret import Secret, read_secret_file
@@ -131,6 +134,7 @@ class Runtime:
                 2 * (self.settings.ehpc.request_timeout + self.settings.ehpc.connect_timeout + 5.0),
             ),
             hooks=self.hooks,
+            passwd_rejections=PasswdRejections(rule_of(self.passwords)),
         )
 
     async def rotate(
@@ -197,10 +201,13 @@ async def open_runtime(
     )
     try:
         store = VaultStore(vault)
+        rule = rule_named(settings.passwords.rule)
         source: PasswordSource = (
-            VaultPasswordSource(store, settings.passwords.policy)
+            VaultPasswordSource(store, settings.passwords.policy, rule=rule)
             if settings.passwords.source == "vault"
-            else LocalPasswordSource(exclude_lookalikes=settings.passwords.exclude_lookalikes)
+            else LocalPasswordSource(
+                exclude_lookalikes=settings.passwords.exclude_lookalikes, rule=rule
+            )
         )
         if check_passwords:
             await verify(source)
