@@ -612,7 +612,8 @@ async def test_sim_process_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> 
         "--state-dir", str(tmp_path / "state"),
         "--access-key-id", "proc-key", "--access-key-secret-file", str(secret_file),
         "--admin-token-file", str(token_file), "--log-format", "json",
-        "--qps-limit", "ListClusters=100",
+        "--qps-limit", "ListClusters=100", "--quota", "ModifyVisualServicePasswd@account=50/60s",
+        "--region-endpoints", "--passwd-rule", "current",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -625,6 +626,7 @@ async def test_sim_process_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> 
         assert ready["ca_file"] == str(tmp_path / "state" / "sim-ca.pem")
         base_url = ready["base_url"]
         assert base_url.startswith("https://127.0.0.1:")
+        assert set(ready["endpoints"]) == {"cn-hangzhou", "cn-shanghai", "cn-beijing"}
 
         # Talk to it: the configured credential works, and a change shows in the admin API.
         handle = Simulator(
@@ -645,6 +647,8 @@ async def test_sim_process_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> 
             assert (await send(client, sign(handle, MODIFY, params))).status == 200
             after = (await SimAdmin(client, handle).clusters())[target["id"]]
             assert after["vnc_password"] == NEW_PASSWD
+            faults = await SimAdmin(client, handle).request("GET", "faults")
+            assert faults["quotas"] == {"ModifyVisualServicePasswd@account": "50/60s"}
 
         process.send_signal(signal.SIGTERM)
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
@@ -658,3 +662,23 @@ async def test_sim_process_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> 
     for secret in (NEW_PASSWD, target["root_password"], "proc-secret-value"):
         assert secret not in logs
         assert secret not in stdout.decode()
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--quota", "DeleteCluster=1/1s"],
+        ["--quota", "ListClusters"],
+        ["--quota", "ListClusters=fast"],
+        ["--passwd-rule", "strict"],
+    ],
+)
+async def test_sim_process_refuses_bad_quota_and_rule_flags(flag: list[str]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rotator.sim", *flag,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2, stderr.decode()
+    assert flag[0] in stderr.decode()
