@@ -11,10 +11,12 @@ gateway counts calls per window and answers ``Throttling.User`` above the quota,
 
 * **Smooth, not bursty.** One call every ``period/N`` (times :data:`WINDOW_GUARD`), never ``N`` at
   once: a burst released at a window edge, pushed by a stall into the next window, is how a
-  receiver ends up counting more than ``N``. Each call is stamped when it is let go, and the next
-  one may go no earlier than ``stamp + period/N * MIN_GAP_GUARD`` however late this one was, so a
-  stalled process never catches up with a burst; the receiving side never counts more than ``N``
-  in any window of ``period``, sliding or aligned.
+  receiver ends up counting more than ``N``. Each call is stamped when it is let go. A call let go
+  a little late (event-loop lag) does not push the schedule back, so lag does not eat the quota;
+  after a longer stall the schedule catches up at most at twice the rate, and never so that the
+  last ``N + 1`` stamps span less than ``period * WINDOW_GUARD``: the receiving side never counts
+  more than ``N`` in any window of ``period``, sliding or aligned, unless the network delays one
+  call by more than the guard (2% of the period) relative to another.
 * **Two scopes.** A call takes its turn at its region's scope, then at the account's (when an
   account-wide limit is set); both are stamped with the same instant.
 * **Adaptive.** A ``Throttling*`` answer means the real quota is lower than configured: the
@@ -32,6 +34,7 @@ import asyncio
 import math
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -62,9 +65,9 @@ ACCOUNT_SCOPE = "account"
 # call across the server's window edge. Spacing calls 2% wider keeps us under the limit without
 # giving up more than 2% of it.
 WINDOW_GUARD = 1.02
-# A call let go late (event-loop lag) may shorten the gap to the next one down to this factor
-# (half the guard), so scheduling lag does not eat the quota, yet no gap is ever tighter.
-MIN_GAP_GUARD = 1.01
+# After a late call the next gap may shrink to this fraction of a gap while the schedule catches
+# up: lag costs no quota, and a stall is followed by calls at twice the rate, not a burst.
+CATCH_UP = 0.5
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -158,6 +161,7 @@ class Pace:
         "_changed_at",
         "_decreased_at",
         "_rate",
+        "_recent",
         "adaptive",
         "limit",
         "lowest",
@@ -175,6 +179,8 @@ class Pace:
         self.lowest = limit.per_second
         self.next_at = -math.inf
         self.throttles = 0
+        self._recent: deque[float] = deque(maxlen=limit.calls)
+        """The last ``N`` stamps."""
 
     def rate(self, now: float) -> float:
         """Calls per second allowed at ``now`` (the configured rate unless throttled lately)."""
@@ -192,11 +198,16 @@ class Pace:
         """A call was let go at ``now``: schedule the next one.
 
         On time, the next slot is one guarded gap after this one's slot (no drift from loop lag);
-        late, it is at least ``MIN_GAP_GUARD`` gaps after ``now`` (a stall never yields a burst).
+        late, at least ``CATCH_UP`` gaps after ``now``; and never before the call ``N`` back is a
+        guarded period old (at most ``N`` calls in any window of the period).
         """
-        rate = self.rate(now)
+        gap = WINDOW_GUARD / self.rate(now)
         scheduled = self.next_at if self.next_at > -math.inf else now
-        self.next_at = max(scheduled + WINDOW_GUARD / rate, now + MIN_GAP_GUARD / rate)
+        self.next_at = max(scheduled + gap, now + gap * CATCH_UP)
+        recent = self._recent
+        recent.append(now)
+        if len(recent) == recent.maxlen:
+            self.next_at = max(self.next_at, recent[0] + self.limit.period * WINDOW_GUARD)
 
     def throttled(self, *, now: float, sent_at: float | None, retry_after: float | None) -> bool:
         """The server throttled a call sent at ``sent_at``; True when the rate was lowered.
