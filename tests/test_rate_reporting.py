@@ -49,3 +49,13 @@ def test_the_metrics_gauge_follows_the_summary() -> None:
     )
     assert value is not None
     assert abs(value - 70 / 60) < 1e-3
+
+
+def test_a_long_lived_limiter_reports_each_runs_own_throttling() -> None:
+    limiter = throttled_limiter()
+    start = limiter.throttle_counts()
+    assert start == {"cn-hangzhou": 1}
+    limiter.observe("cn-hangzhou", ThrottledError("slow", code="Throttling"), sent_at=None)
+    limiter.observe("cn-hangzhou", ThrottledError("slow", code="Throttling"), sent_at=None)
+    assert limiter.summary(since=start)["cn-hangzhou"]["throttled"] == 2
+    assert limiter.summary()["cn-hangzhou"]["throttled"] == 3

@@ -349,9 +349,21 @@ class RegionLimiter:
             if scope is not None:
                 scope.pace.throttled(now=now, sent_at=sent_at, retry_after=retry_after)
 
-    def summary(self) -> dict[str, dict[str, object]]:
-        """:meth:`rates` as plain values, for the run summary."""
-        return {name: rate.to_dict() for name, rate in self.rates().items()}
+    def throttle_counts(self) -> dict[str, int]:
+        """Throttling answers so far per scope (pass to :meth:`summary` to count one run's)."""
+        return {name: rate.throttled for name, rate in self.rates().items()}
+
+    def summary(self, since: Mapping[str, int] | None = None) -> dict[str, dict[str, object]]:
+        """:meth:`rates` as plain values, for the run summary; ``throttled`` counts from
+        ``since`` (a :meth:`throttle_counts` taken when the run started: the daemon's limiter
+        outlives its runs)."""
+        before = since or {}
+        summary = {}
+        for name, rate in self.rates().items():
+            values = rate.to_dict()
+            values["throttled"] = rate.throttled - before.get(name, 0)
+            summary[name] = values
+        return summary
 
     def rates(self) -> dict[str, ScopeRate]:
         """The configured and effective rate of every scope used so far (account last)."""

@@ -89,6 +89,31 @@ async def test_a_quota_over_a_2s_window_answers_throttling_with_both_headers(
     assert most_in_any_window(stats["accepted_by_region"]["ListClusters"]["cn-hangzhou"], 2) <= 6
 
 
+async def test_a_per_minute_quota_refuses_until_the_minute_ends(
+    sim_factory: SimFactory, session: aiohttp.ClientSession
+) -> None:
+    sim = await sim_factory(faults=FaultConfig(quotas={MODIFY: "3/60s"}))
+    cluster = next(c for c in sim.inventory.clusters if c.status == "running")
+    params = {
+        "ClusterId": cluster.id,
+        "RunasUser": "root",
+        "RunasUserPassword": cluster.root_password,
+        "Passwd": "Zq7Wx2",
+    }
+    replies = [await send(session, sign(sim, MODIFY, params)) for _ in range(7)]
+    # 7 quick calls span at most two minute-windows: at most 6 pass, and one is refused with
+    # the time left to the end of its minute.
+    refused = [r for r in replies if r.status != 200]
+    assert refused
+    for reply in refused:
+        assert reply.code == "Throttling.User"
+        assert 1 <= int(reply.headers["x-acs-retry-after"]) <= 60_000
+        reset = int(
+            dict(p.split(":") for p in reply.headers["x-ratelimit-user"].split(","))["Reset"]
+        )
+        assert reset % 60 == 0
+
+
 async def test_quotas_change_at_runtime_through_the_admin_api(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
