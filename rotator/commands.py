@@ -36,7 +36,7 @@ from rotator.engine.report import ClusterOutcome, Outcome
 from rotator.engine.runtime import new_run_id, open_runtime
 from rotator.errors import ConfigError
 from rotator.leases.cron import lease_ends_owed, settle_lease_ends, with_lease_ends
-from rotator.passwords import VaultPasswordSource, verify
+from rotator.passwords import VaultPasswordSource, rule_named, verify
 from rotator.vault.store import parse_time
 
 __all__ = ["demo", "plan", "rotate", "serve", "status", "vault_setup"]
@@ -281,6 +281,7 @@ async def vault_setup(settings: Settings, args: argparse.Namespace) -> int:
             runtime.vault,
             runtime.vault.settings,
             password_policy=settings.passwords.policy,
+            password_policy_file=rule_named(settings.passwords.rule).policy_file,
             kubernetes_host=args.kubernetes_host,
             kubernetes_namespace=args.kubernetes_namespace,
             kubernetes_ca_cert=args.kubernetes_ca_cert,
@@ -288,7 +289,8 @@ async def vault_setup(settings: Settings, args: argparse.Namespace) -> int:
         for line in done:
             print(line)
         # Setup cannot judge the passwords a policy makes; the API's rule can.
-        await verify(VaultPasswordSource(runtime.store, settings.passwords.policy))
+        rule = rule_named(settings.passwords.rule)
+        await verify(VaultPasswordSource(runtime.store, settings.passwords.policy, rule=rule))
         print(f"password policy {settings.passwords.policy}: generates passwords the API accepts")
     return 0
 

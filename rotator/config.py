@@ -88,8 +88,11 @@ class EhpcSettings:
     ca_bundle: str = ""
     connect_timeout: float = _duration("5s")
     request_timeout: float = _duration("30s")
-    rate_limit: str = "5/1s"
+    rate_limit: str = "100/60s"
     rate_limits: dict[str, str] = field(default_factory=dict)
+    account_rate_limit: str = ""
+    """Empty: no account-wide limit (the documented quotas are per region endpoint)."""
+    adaptive_rate: bool = True
     max_connections: int = 100
 
 
@@ -128,6 +131,8 @@ class PasswordSettings:
     source: Literal["local", "vault"] = "local"
     policy: str = "ehpc-vnc"
     exclude_lookalikes: bool = False
+    rule: Literal["current", "legacy"] = "current"
+    """Which documented Passwd rule the API enforces (rotator.passwords.RULES)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from rotator.errors import (
 )
 from rotator.secret import MASK, Secret
 
-__all__ = ["DEFAULT_ENDPOINT_TEMPLATE", "EhpcClient", "Endpoints", "Timeouts"]
+__all__ = ["DEFAULT_ENDPOINT_TEMPLATE", "EhpcClient", "Endpoints", "Timeouts", "retry_after_from"]
 
 log = structlog.get_logger("rotator.ehpc")
 
@@ -281,7 +281,7 @@ class EhpcClient:
                 sent = True
                 raw = await response.read()
                 status = response.status
-                retry_after = response.headers.get("x-acs-retry-after")
+                retry_after = retry_after_from(response.headers)
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TerminalApiError(
                 f"TLS certificate of {url.host} not trusted ({exc.certificate_error}); set "
@@ -341,7 +341,7 @@ class EhpcClient:
             http_status=status,
             cluster_id=cluster_id,
             request_id=request_id,
-            retry_after=_retry_after_seconds(retry_after),
+            retry_after=retry_after,
         )
 
     @staticmethod
@@ -478,14 +478,30 @@ def _without_secrets(text: str, params: Mapping[str, ParamValue]) -> str:
     return text
 
 
+def retry_after_from(headers: Mapping[str, str]) -> float | None:
+    """Seconds the gateway asks us to wait, or None; read on any error, capped at 120 s.
+
+    Current SDKs read ``x-acs-retry-after`` (milliseconds, a positive integer). Older ones read
+    ``x-ratelimit-user-api`` and ``x-ratelimit-user`` (``Limit:1,Remain:0,TimeLeft:2000,...``)
+    and take the larger ``TimeLeft`` (milliseconds); we fall back to that.
+    """
+
+    def millis(text: str) -> int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            return 0
+
+    wait = millis(headers.get("x-acs-retry-after") or "")
+    if wait <= 0:
+        for name in ("x-ratelimit-user-api", "x-ratelimit-user"):
+            for pair in (headers.get(name) or "").split(","):
+                key, sep, value = pair.partition(":")
+                if sep and key.strip() == "TimeLeft":
+                    wait = max(wait, millis(value))
+    return min(wait / 1000.0, MAX_RETRY_AFTER_SECONDS) if wait > 0 else None
+
+
 def _retry_after_seconds(value: str | None) -> float | None:
-    """``x-acs-retry-after`` is in milliseconds; only a positive integer counts."""
-    if not value:
-        return None
-    try:
-        millis = int(value)
-    except ValueError:
-        return None
-    if millis <= 0:
-        return None
-    return min(millis / 1000.0, MAX_RETRY_AFTER_SECONDS)
+    """``x-acs-retry-after`` alone (kept for callers that hold just that header)."""
+    return retry_after_from({"x-acs-retry-after": value or ""})

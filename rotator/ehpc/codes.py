@@ -108,7 +108,10 @@ def error_for_code(
         "request_id": request_id,
         "scope": info.scope,
     }
-    if code.startswith("Throttling"):
+    # Like the current SDK, an answer that says when to come back is retried then, whatever its
+    # code; only a code we know to be terminal stays terminal.
+    waits = retry_after is not None and (code not in CODES or info.retry_class is _R)
+    if code.startswith("Throttling") or waits:
         return ThrottledError(text, retry_after=retry_after, **common)
     if info.retry_class is RetryClass.RETRYABLE:
         return RetryableApiError(text, **common)  # type: ignore[arg-type]

@@ -108,6 +108,7 @@ async def run_batch(
 ) -> RunSummary:
     """Rotate every target and return the run's summary. Never raises for per-cluster errors."""
     started_at = datetime.now(UTC)
+    throttled_before = ctx.limiter.throttle_counts()
     threshold = max_failures or FailureThreshold(None)
     stop = stop or asyncio.Event()
     ctx.stop = stop
@@ -190,6 +191,7 @@ async def run_batch(
         stopped_reason=state.stopped_reason,
         api_calls=ctx.api_calls,
         trigger=trigger,
+        rate_limits=ctx.limiter.summary(since=throttled_before),
     )
     log.info("run_finished", **summary.log_fields())
     return summary

@@ -106,6 +106,8 @@ class RunSummary:
     counts: Mapping[str, int] = field(default_factory=dict)
     verification: Mapping[str, int] = field(default_factory=dict)
     """Clusters per VNC check result (all ``not_checked`` when verify is off)."""
+    rate_limits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per rate scope (region, ``account``): configured and effective rate, Throttling count."""
 
     @classmethod
     def build(
@@ -118,6 +120,7 @@ class RunSummary:
         stopped_reason: str | None = None,
         api_calls: int = 0,
         trigger: str = "manual",
+        rate_limits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> RunSummary:
         ordered = tuple(sorted(outcomes, key=lambda o: (o.region, o.cluster_id)))
         tally = Counter(o.outcome.value for o in ordered)
@@ -133,6 +136,7 @@ class RunSummary:
             trigger=trigger,
             counts=counts,
             verification={v.value: checks.get(v.value, 0) for v in Verified},
+            rate_limits=dict(rate_limits or {}),
         )
 
     @property
@@ -179,6 +183,7 @@ class RunSummary:
             "rotations_per_second": round(self.rotations_per_second, 2),
             "api_calls": self.api_calls,
             "stopped_reason": self.stopped_reason,
+            "rate_limits": {scope: dict(rate) for scope, rate in self.rate_limits.items()},
             "counts": dict(self.counts),
             "verification": dict(self.verification),
             "total": len(self.outcomes),
@@ -271,8 +276,19 @@ class RunSummary:
             f"{len(self.outcomes)} clusters in {self.duration:.1f}s, "
             f"{self.rotations_per_second:.1f} rotations/s, {self.api_calls} API calls"
             + (f"; stopped early: {self.stopped_reason}" if self.stopped_reason else "")
+            + self._throttled_caption()
         )
         return table
+
+    def _throttled_caption(self) -> str:
+        """Scopes the server throttled, with the rate the limiter settled on."""
+        parts = [
+            f"{scope} {rate.get('configured')} -> {rate.get('effective')} "
+            f"({rate.get('throttled')} Throttling)"
+            for scope, rate in self.rate_limits.items()
+            if rate.get("throttled")
+        ]
+        return f"; rate lowered: {', '.join(parts)}" if parts else ""
 
     def __str__(self) -> str:
         counts = ", ".join(

@@ -28,8 +28,9 @@ from rotator.ehpc.credentials import (
     StaticCredentials,
 )
 from rotator.engine.batch import FailureThreshold, run_batch
+from rotator.engine.passwd_guard import PasswdRejections
 from rotator.engine.ports import Hooks, NoHooks
-from rotator.engine.ratelimit import RateLimit, RegionLimiter
+from rotator.engine.ratelimit import RegionLimiter, limiter_from
 from rotator.engine.report import RunSummary
 from rotator.engine.retry import RetryPolicy
 from rotator.engine.rotation import RotationContext, Target
@@ -39,6 +40,8 @@ from rotator.passwords import (
     LocalPasswordSource,
     PasswordSource,
     VaultPasswordSource,
+    rule_named,
+    rule_of,
     verify,
 )
 from rotator.secret import Secret, read_secret_file
@@ -107,7 +110,7 @@ def validate_settings(settings: Settings) -> None:
     """Everything ``open_runtime`` would refuse, checked without touching the network (for a
     config reload that must not replace a working runtime with a broken one)."""
     endpoints_from(settings)
-    RegionLimiter(RateLimit.parse(settings.ehpc.rate_limit), settings.ehpc.rate_limits)
+    limiter_from(settings.ehpc)
     FailureThreshold.parse(settings.rotation.max_failures, 1)
     credentials_from(settings)
     verification_from(settings)
@@ -152,6 +155,7 @@ class Runtime:
                 2 * (self.settings.ehpc.request_timeout + self.settings.ehpc.connect_timeout + 5.0),
             ),
             hooks=self.hooks,
+            passwd_rejections=PasswdRejections(rule_of(self.passwords)),
         )
 
     async def rotate(
@@ -208,7 +212,7 @@ async def open_runtime(
     ehpc = settings.ehpc
     endpoints = endpoints_from(settings)
     FailureThreshold.parse(settings.rotation.max_failures, 1)  # a typo fails now, not mid-run
-    limiter = RegionLimiter(RateLimit.parse(ehpc.rate_limit), ehpc.rate_limits)
+    limiter = limiter_from(ehpc)
     verification = verification_from(settings)
     vault = VaultClient(VaultSettings.from_config(settings.vault))
     api = EhpcClient(
@@ -220,10 +224,13 @@ async def open_runtime(
     )
     try:
         store = VaultStore(vault)
+        rule = rule_named(settings.passwords.rule)
         source: PasswordSource = (
-            VaultPasswordSource(store, settings.passwords.policy)
+            VaultPasswordSource(store, settings.passwords.policy, rule=rule)
             if settings.passwords.source == "vault"
-            else LocalPasswordSource(exclude_lookalikes=settings.passwords.exclude_lookalikes)
+            else LocalPasswordSource(
+                exclude_lookalikes=settings.passwords.exclude_lookalikes, rule=rule
+            )
         )
         if check_passwords:
             await verify(source)

@@ -318,6 +318,7 @@ class Daemon:
             self.schedule_intake.release(list(batch.clusters))
             raise
         self.metrics.run_finished(summary.status.value)
+        self.metrics.rate_limits(summary.rate_limits)
         await self.schedule_intake.after_batch(runtime, batch, summary)
         await self.leases.after_batch(batch, summary)
         self.metrics.queue_depth.set(self.queue.depth)

@@ -10,6 +10,9 @@ Labels carry error codes, regions and outcomes, never cluster ids (unbounded) or
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -137,6 +140,12 @@ class ServeMetrics:
             "Lease-end rotations that failed (each is retried with backoff)",
             registry=r,
         )
+        self.rate_limit = Gauge(
+            "rotator_rate_limit_calls_per_second",
+            "Effective API rate per rate scope (region or account), lowered after Throttling",
+            ["scope"],
+            registry=r,
+        )
 
     # -- engine hooks -----------------------------------------------------------------------
 
@@ -167,6 +176,13 @@ class ServeMetrics:
 
     def run_finished(self, status: str) -> None:
         self.runs.labels(status=status).inc()
+
+    def rate_limits(self, rates: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set the rate gauge from a run summary's ``rate_limits``."""
+        for scope, rate in rates.items():
+            value = rate.get("effective_per_second")
+            if isinstance(value, int | float):
+                self.rate_limit.labels(scope=scope).set(value)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -13,16 +13,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["STATUSES", "Inventory", "SimCluster", "build_inventory", "region_code"]
 
-STATUSES = (
-    "uninit",
-    "creating",
-    "init",
-    "running",
-    "exception",
-    "releasing",
-    "stopped",
-    "pending",
-)
+# The values the E-HPC reference lists for ClusterInfoSimple.Status, and no others.
+STATUSES = ("uninit", "creating", "init", "running", "exception", "releasing")
 _ALNUM = string.ascii_letters + string.digits
 _ROOT_ALPHABET = _ALNUM + "!@#%^*-_=+"
 _KNOWN_CODES = {
@@ -37,8 +29,8 @@ _KNOWN_CODES = {
     "cn-chengdu": "cd",
     "cn-hongkong": "hk",
 }
-# Every NOT_RUNNING_EVERY-th cluster (by position) is not running, alternately stopped and in
-# exception, so any fleet of that size or more has one to test InvalidClusterStatus with.
+# Every NOT_RUNNING_EVERY-th cluster (by position) is not running, alternately in exception and
+# still initialising, so any fleet of that size or more has one to test InvalidClusterStatus with.
 NOT_RUNNING_EVERY = 20
 _NOT_RUNNING_OFFSET = 7
 
@@ -150,7 +142,7 @@ def build_inventory(*, count: int, regions: tuple[str, ...], seed: int) -> Inven
         seen.add(cluster_id)
         status = "running"
         if index % NOT_RUNNING_EVERY == _NOT_RUNNING_OFFSET:
-            status = "stopped" if (index // NOT_RUNNING_EVERY) % 2 == 0 else "exception"
+            status = "init" if (index // NOT_RUNNING_EVERY) % 2 == 0 else "exception"
         day = 1 + index % 28
         clusters.append(
             SimCluster(

@@ -45,6 +45,7 @@ ACL_POLICIES = {
 }
 """Policy name -> template file."""
 PASSWORD_POLICY_FILE = "ehpc-vnc-password.hcl"  # noqa: S105 - a file name, not a password
+"""The current rule's; ``passwords.rule`` picks another (``PasswordRule.policy_file``)."""
 
 _PLACEHOLDER = re.compile(
     r"\{(kv_mount|root_path|vnc_path|runs_path|password_policy|leases_path|checkout_path)\}"
@@ -154,6 +155,7 @@ async def vault_setup(
     *,
     policy_dir: Path | Traversable | None = None,
     password_policy: str = "ehpc-vnc",  # noqa: S107 - a policy name, not a password
+    password_policy_file: str = PASSWORD_POLICY_FILE,
     role_name: str = "rotator",
     kubernetes_host: str | None = None,
     kubernetes_namespace: str = "rotator",
@@ -173,7 +175,7 @@ async def vault_setup(
         done.append(await _ensure_policy(client, "acl", name, text))
     done.append(
         await _ensure_policy(
-            client, "password", password_policy, _read(directory, PASSWORD_POLICY_FILE)
+            client, "password", password_policy, _read(directory, password_policy_file)
         )
     )
 
