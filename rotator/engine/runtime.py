@@ -112,6 +112,18 @@ class Runtime:
     retry: RetryPolicy
     hooks: Hooks = field(default_factory=NoHooks)
     owner: str = field(default_factory=lambda: f"rotator-{secrets.token_hex(4)}")
+    credentials: CredentialProvider | None = None
+    """What signs the API calls (None: not known here, nothing to check)."""
+
+    async def check_credentials(self) -> None:
+        """Resolve the Alibaba Cloud credentials once, before any cluster is staged.
+
+        Without them every cluster would stage a pending password that no API call can apply;
+        this raises the :class:`~rotator.errors.ApiError` (``CredentialsUnavailable``) instead,
+        with nothing written to Vault.
+        """
+        if self.credentials is not None:
+            await self.credentials.get()
 
     def context(self, *, run_id: str, not_before: datetime | None = None) -> RotationContext:
         rotation = self.settings.rotation
@@ -143,8 +155,13 @@ class Runtime:
         concurrency: int | None = None,
         trigger: str = "manual",
         not_before: datetime | None = None,
+        skip_not_due: bool = False,
     ) -> RunSummary:
-        """One batch run; the report is stored in Vault at ``<runs_path>/<run_id>``."""
+        """One batch run; the report is stored in Vault at ``<runs_path>/<run_id>``.
+
+        ``skip_not_due``: rotate only clusters that are due (``rotator rotate`` without
+        ``--force``); the others are ``skipped`` with code ``NotDue``.
+        """
         chosen = list(targets)
         threshold = FailureThreshold.parse(
             self.settings.rotation.max_failures if max_failures is None else max_failures,
@@ -162,6 +179,8 @@ class Runtime:
                     max_failures=threshold,
                     stop=stop,
                     trigger=trigger,
+                    skip_not_due=skip_not_due,
+                    vault_failure_limit=self.settings.rotation.vault_failure_limit or None,
                 )
             finally:
                 # Shielded commits outlive a cancelled run: let them land before the clients
@@ -188,8 +207,9 @@ async def open_runtime(
     FailureThreshold.parse(settings.rotation.max_failures, 1)  # a typo fails now, not mid-run
     limiter = RegionLimiter(RateLimit.parse(ehpc.rate_limit), ehpc.rate_limits)
     vault = VaultClient(VaultSettings.from_config(settings.vault))
+    provider = credentials or credentials_from(settings)
     api = EhpcClient(
-        credentials=credentials or credentials_from(settings),
+        credentials=provider,
         endpoints=endpoints,
         timeouts=Timeouts(connect=ehpc.connect_timeout, total=ehpc.request_timeout),
         ca_bundle=Path(ehpc.ca_bundle) if ehpc.ca_bundle else None,
@@ -213,6 +233,7 @@ async def open_runtime(
             limiter=limiter,
             retry=RetryPolicy.from_settings(settings.retry),
             hooks=hooks or NoHooks(),
+            credentials=provider,
         )
     finally:
         await api.aclose()
