@@ -166,7 +166,12 @@ class Fleet:
     async def start_cli(
         self, *args: str, env: Mapping[str, str] | None = None, config: Path | None = None
     ) -> asyncio.subprocess.Process:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        # Nothing from the developer's own Vault or Alibaba Cloud account leaks into a test.
+        environment = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VAULT_", "BAO_", "ALIBABA_CLOUD_", "ROTATOR_"))
+        }
         environment.update(env or {})
         return await asyncio.create_subprocess_exec(
             rotator_bin(),
