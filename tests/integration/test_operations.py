@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import re
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,43 @@ async def test_a_vault_sealed_mid_run_trips_the_breaker_and_ends_the_run(
         assert summary.exit_code in (3, 4)
         # The invariant held through the seal: every changed cluster's password is in Vault.
         assert await fleet.vault_mismatches() == {}
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def test_under_a_progress_bar_per_cluster_lines_do_not_redraw_it(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=30, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    primary, terminal = pty.openpty()
+    try:
+        process = await fleet.start_cli_with_stderr(
+            terminal, "rotate", "--all", "--log-level", "info"
+        )
+        os.close(terminal)
+        terminal = -1
+        reader = asyncio.create_task(asyncio.to_thread(_read_all, primary))
+        out, _ = await asyncio.wait_for(process.communicate(), 120)
+        screen = (await asyncio.wait_for(reader, 60)).decode("utf-8", "replace")
+    finally:
+        os.close(primary)
+        if terminal >= 0:
+            os.close(terminal)
+
+    assert process.returncode in (0, 3), screen[-2000:]
+    assert "rotating" in screen  # the bar was shown
+    assert "cluster_done" not in screen  # 30 per-cluster lines would have redrawn it 30 times
+    assert "run_started" in screen  # run-level lines still print
+    assert "rotated" in out.decode()
