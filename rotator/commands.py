@@ -67,7 +67,8 @@ def console(stream: TextIO | None = None) -> Console:
 
 def _selection(args: argparse.Namespace) -> Selection:
     selection = Selection(
-        all=args.all,
+        # --region alone means every cluster of those regions
+        all=args.all or bool(args.region and not args.cluster),
         clusters=list(args.cluster),
         regions=list(args.region),
         exclude=list(args.exclude),

@@ -30,8 +30,10 @@ class Selection:
     discover: bool = False
 
     def check(self) -> None:
-        if not self.all and not self.clusters:
-            raise ConfigError("say which clusters: --all, or --cluster ID (repeatable)")
+        if not self.all and not self.clusters and not self.regions:
+            raise ConfigError(
+                "say which clusters: --all, --region REGION or --cluster ID (repeatable)"
+            )
         if self.all and self.clusters:
             raise ConfigError("--all and --cluster exclude each other")
 

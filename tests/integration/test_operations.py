@@ -146,6 +146,15 @@ async def test_unknown_cluster_ids_are_refused_up_front(
     assert "Traceback" not in result.stderr
     assert all(c["change_count"] == 0 for c in (await fleet.admin_clusters()).values())
 
+    # --region alone chooses every cluster of that region.
+    clusters = await fleet.admin_clusters()
+    dry = await fleet.cli("rotate", "--region", "cn-hangzhou", "--dry-run", "--json")
+    assert dry.code == 0, dry.stderr[-2000:]
+    rows = json.loads(dry.stdout)["clusters"]
+    assert sorted(r["cluster_id"] for r in rows) == sorted(
+        c for c, v in clusters.items() if v["region"] == "cn-hangzhou"
+    )
+
 
 async def test_a_failed_run_says_why_at_warning_level_and_names_the_account_error_once(
     tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
