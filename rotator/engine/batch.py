@@ -25,11 +25,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import structlog
 
 from rotator.engine.due import decide
-from rotator.engine.ports import Hooks
+from rotator.engine.ports import Hooks, RotationStore
 from rotator.engine.report import ClusterOutcome, Outcome, RunSummary
 from rotator.engine.rotation import RotationContext, Target, rotate_cluster
 from rotator.errors import ConfigError, RetryClass, RotatorError, VaultError
@@ -114,6 +115,26 @@ def _vault_trouble(outcome: ClusterOutcome) -> bool:
     return code.startswith("Vault") or code == "Interrupted"
 
 
+class _FirstRead:
+    """The rotation store, except that a cluster's first ``read_vnc`` returns the state the due
+    check has just read: deciding costs no second Vault GET for a cluster that rotates. (Any
+    staleness is what a check-and-set write is for, as with every read.)"""
+
+    def __init__(self, store: RotationStore) -> None:
+        self._store = store
+        self._states: dict[str, VncState] = {}
+
+    def keep(self, state: VncState) -> None:
+        self._states[state.cluster_id] = state
+
+    async def read_vnc(self, cluster_id: str) -> VncState:
+        state = self._states.pop(cluster_id, None)
+        return state if state is not None else await self._store.read_vnc(cluster_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)  # every other call goes to the real store
+
+
 class _CountingHooks:
     """Passes every hook on, and counts Vault failures for the circuit breaker."""
 
@@ -186,6 +207,10 @@ async def run_batch(
 
     inner_hooks = ctx.hooks
     ctx.hooks = _CountingHooks(inner_hooks, state, vault_breaker)
+    real_store = ctx.store
+    first_read = _FirstRead(real_store)
+    if skip_not_due:
+        ctx.store = cast(RotationStore, first_read)
 
     async def relay_stop() -> None:
         await stop.wait()
@@ -206,7 +231,7 @@ async def run_batch(
         attempt = 0
         while True:
             try:
-                return await ctx.store.read_vnc(target.cluster_id)
+                return await real_store.read_vnc(target.cluster_id)
             except VaultError as exc:
                 ctx.hooks.vault_error(code=exc.code)
                 attempt += 1
@@ -235,6 +260,7 @@ async def run_batch(
             return read
         decision = decide(target, read, now=datetime.now(UTC), default_period=ctx.period)
         if decision.rotate:
+            first_read.keep(read)
             return await rotate_cluster(target, ctx)
         skipped = ClusterOutcome(
             cluster_id=target.cluster_id,
@@ -312,6 +338,7 @@ async def run_batch(
     finally:
         relay.cancel()
         ctx.hooks = inner_hooks
+        ctx.store = real_store
     summary = RunSummary.build(
         run_id=run_id,
         started_at=started_at,

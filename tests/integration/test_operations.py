@@ -271,3 +271,26 @@ async def test_under_a_progress_bar_per_cluster_lines_do_not_redraw_it(
     assert "cluster_done" not in screen  # 30 per-cluster lines would have redrawn it 30 times
     assert "run_started" in screen  # run-level lines still print
     assert "rotated" in out.decode()
+
+
+async def test_the_due_check_costs_no_extra_vault_read_for_a_cluster_that_rotates(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=6, regions=("cn-hangzhou",), faults=FaultConfig())
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    async with fleet.runtime() as runtime:
+        store = runtime.store
+        reads: list[str] = []
+        real_read = store.read_vnc
+
+        async def counted(cluster_id: str) -> Any:
+            reads.append(cluster_id)
+            return await real_read(cluster_id)
+
+        store.read_vnc = counted  # type: ignore[method-assign]  # counts calls to real Vault
+        targets = await resolve_targets(runtime, Selection(all=True))
+        summary = await runtime.rotate(targets, run_id=new_run_id(), skip_not_due=True)
+    rotated = [o.cluster_id for o in summary.outcomes if o.outcome.value == "rotated"]
+    assert rotated
+    # One read per rotated cluster: the due check's read is the one the rotation builds on.
+    assert all(reads.count(cid) == 1 for cid in rotated), sorted(reads)
