@@ -316,22 +316,22 @@ async def run_batch(
         outcomes.append(result)
         ctx.hooks.outcome(result)
 
-    for target in interleave_regions(dedupe(targets)):
-        if target.status is not None and target.status != "running":
-            skip(target, Outcome.SKIPPED, "ClusterNotRunning", f"status is {target.status}")
-            continue
-        if reason := stopping():
-            skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
-            continue
-        await slots.acquire()
-        if reason := stopping():  # it may have changed while we waited for a slot
-            slots.release()
-            skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
-            continue
-        task = asyncio.create_task(one(target), name=f"rotate:{target.cluster_id}")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
     try:
+        for target in interleave_regions(dedupe(targets)):
+            if target.status is not None and target.status != "running":
+                skip(target, Outcome.SKIPPED, "ClusterNotRunning", f"status is {target.status}")
+                continue
+            if reason := stopping():
+                skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
+                continue
+            await slots.acquire()
+            if reason := stopping():  # it may have changed while we waited for a slot
+                slots.release()
+                skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
+                continue
+            task = asyncio.create_task(one(target), name=f"rotate:{target.cluster_id}")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         while tasks:
             await asyncio.gather(*list(tasks))
         await ctx.drain()
