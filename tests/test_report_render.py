@@ -67,3 +67,16 @@ def test_off_a_terminal_nothing_is_truncated_or_wrapped_at_80_columns() -> None:
         assert f"{LONG_ID}-{i}" in text
     assert "…" not in text
     assert any(len(line) > 80 for line in text.splitlines())  # one long row, not wrapped
+
+
+def test_server_text_with_brackets_is_shown_as_text() -> None:
+    outcome = ClusterOutcome(
+        "ehpc-hz-1",
+        "cn-hangzhou",
+        Outcome.FAILED,
+        "Forbidden.SomethingNew",
+        message="[/red] denied by [policy] x",
+        account_wide=True,
+    )
+    text = _render(_summary([outcome]))
+    assert "[/red] denied by [policy] x" in text

@@ -215,7 +215,8 @@ class RunSummary:
         is wrong, not a list of clusters and RequestIds; a per-cluster one names the fix with the
         real path (``fix secret/ehpc/root/ehpc-hz-1``).
         """
-        from rich.table import Table  # noqa: PLC0415 - rich is heavy; only terminals need it
+        from rich.markup import escape  # noqa: PLC0415 - rich is heavy; only terminals need it
+        from rich.table import Table  # noqa: PLC0415
 
         table = Table(title=f"Run {self.run_id}: {self.status.value}", show_lines=False)
         table.add_column("outcome / code")
@@ -226,9 +227,10 @@ class RunSummary:
                 table.add_row(name, str(count), "")
         for code, group in self.failures_by_code().items():
             table.add_row(
-                f"[red]{code}[/red]",
+                f"[red]{escape(code)}[/red]",
                 str(len(group)),
-                _detail(code, group, max_rows_per_code, root_path),
+                # Messages come from servers: a "[...]" in them is text, never rich markup.
+                escape(_detail(code, group, max_rows_per_code, root_path)),
             )
         table.caption = (
             f"{len(self.outcomes)} clusters in {self.duration:.1f}s, "
