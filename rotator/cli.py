@@ -17,7 +17,6 @@ written).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -28,7 +27,11 @@ from typing import TYPE_CHECKING, Any
 from rotator.errors import ConfigError, RotatorError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from rotator.config import Settings
+
+    Handler = Callable[[Settings, argparse.Namespace, asyncio.Event], Coroutine[Any, Any, int]]
 
 # Only the standard library and rotator.errors load before parsing: `rotator --help` must not
 # pay for aiohttp, hvac, rich or structlog (issue 10: imports took ~2 s).
@@ -40,8 +43,6 @@ EXIT_FAILURE = 4
 EXIT_INTERNAL = 1
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-Handler = Callable[["Settings", argparse.Namespace, asyncio.Event], Coroutine[Any, Any, int]]
 
 
 def _version() -> str:
@@ -211,6 +212,8 @@ def _run_async(
 
     A daemon (``serve``) drains on SIGTERM as its normal way to end, so it exits 0 instead.
     """
+    import asyncio  # noqa: PLC0415 - not needed for --help
+
     import structlog  # noqa: PLC0415
 
     log = structlog.get_logger("rotator.cli")
