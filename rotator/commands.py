@@ -169,10 +169,11 @@ async def rotate(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
         raise ConfigError("--concurrency must be >= 1")
     if args.report:
         _check_report_path(args.report)
-    async with open_runtime(settings, check_passwords=not args.dry_run) as runtime:
+    async with open_runtime(settings, check_passwords=False) as runtime:
         if not args.dry_run:
-            # Before anything is staged: without credentials no cluster can be rotated.
+            # First, before Vault is even asked: without credentials no cluster can rotate.
             await runtime.check_credentials()
+            await verify(runtime.passwords)
         targets = await resolve_targets(runtime, selection)
         if not targets and not args.allow_empty:
             return _refuse_empty(settings, selection)

@@ -20,7 +20,9 @@ import pytest
 from rotator.engine.inventory import Selection, resolve_targets
 from rotator.engine.runtime import new_run_id
 from rotator.sim import FaultConfig
+from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer, start_openbao
+from rotator.vault.setup import vault_setup
 from tests.support.fleet import Fleet
 from tests.support.sim import SimAdmin, SimFactory
 from tests.support.vault import VaultPaths
@@ -96,8 +98,16 @@ async def test_without_credentials_rotate_exits_4_at_once_and_touches_nothing_in
 ) -> None:
     sim = await sim_factory(clusters=20, regions=REGIONS)
     fleet = await Fleet.create(
-        tmp_path, sim, openbao, vault_paths, overrides={"credentials": {"source": "default"}}
+        tmp_path,
+        sim,
+        openbao,
+        vault_paths,
+        # Passwords from Vault: even that read comes after the credentials check.
+        overrides={"credentials": {"source": "default"}, "passwords": {"source": "vault"}},
     )
+    settings = vault_paths.settings(openbao)
+    async with VaultClient(settings) as admin:
+        await vault_setup(admin, settings)
     home = tmp_path / "home"
     home.mkdir()
     env = {"HOME": str(home), "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true"}
