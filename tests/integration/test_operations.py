@@ -217,7 +217,8 @@ async def test_a_vault_sealed_mid_run_trips_the_breaker_and_ends_the_run(
         )
         async with fleet.runtime() as runtime:
             targets = await resolve_targets(runtime, Selection(all=True))
-            run = asyncio.create_task(runtime.rotate(targets, run_id=new_run_id()))
+            stop = asyncio.Event()  # the caller's (a daemon's) stop: the breaker must not set it
+            run = asyncio.create_task(runtime.rotate(targets, run_id=new_run_id(), stop=stop))
             for _ in range(1200):  # until some clusters really changed
                 changed = sum(
                     1 for c in (await fleet.admin_clusters()).values() if c["change_count"]
@@ -236,6 +237,7 @@ async def test_a_vault_sealed_mid_run_trips_the_breaker_and_ends_the_run(
 
         assert summary.stopped_reason is not None
         assert "Vault failed" in summary.stopped_reason
+        assert not stop.is_set()
         assert summary.counts["not_attempted"] >= 30  # it stopped starting clusters
         assert len(summary.outcomes) == 60
         assert summary.exit_code in (3, 4)
