@@ -1,15 +1,18 @@
 """The ``rotator`` command line. It parses, wires and prints; the work happens in the engine.
 
-    rotator rotate --all                 # rotate every cluster in the inventory
+    rotator rotate --all                 # rotate every cluster that is due (NotDue: skipped)
+    rotator rotate --cluster ehpc-hz-1 --force   # now, due or not
     rotator rotate --cluster ehpc-hz-1 --cluster ehpc-hz-2 --dry-run
-    rotator plan                         # what would rotate, and why; changes nothing
+    rotator plan                         # what rotate would do, and why; changes nothing
     rotator status                       # per cluster: password age, next due, last outcome
     rotator serve                        # the daemon (lease expiry, Vault events, webhooks)
     rotator sim --clusters 200           # the E-HPC simulator
     rotator demo                         # OpenBao + simulator + a real rotation, end to end
     rotator vault-setup                  # policies, password policy and auth roles, idempotent
 
-Exit codes: 0 Success, 3 PartFailure, 4 Failure, 2 configuration or usage error,
+Global options (--config, --log-level, --log-format) go before or after the command.
+Exit codes: 0 Success, 3 PartFailure, 4 Failure (also: no credentials, no cluster found),
+2 configuration or usage error,
 130/143 interrupted by SIGINT/SIGTERM (after in-flight rotations finished and the report was
 written).
 """
