@@ -156,6 +156,8 @@ class RotationSettings:
     max_failures: str = ""
     cluster_deadline: float = _duration("15m")
     claim_ttl: float = _duration("90s")
+    vault_failure_limit: int = 10
+    """Vault circuit breaker: failures in a row that end a run early (0: never)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +351,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
 def _validate(settings: Settings) -> None:
     if settings.rotation.concurrency < 1:
         raise ConfigError("must be >= 1", key="rotation.concurrency")
+    if settings.rotation.vault_failure_limit < 0:
+        raise ConfigError("must be >= 0 (0: never stop)", key="rotation.vault_failure_limit")
     if settings.ehpc.max_connections < 1:
         raise ConfigError("must be >= 1", key="ehpc.max_connections")
     if settings.vault.max_workers < 1:

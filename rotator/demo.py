@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rotator.commands import ProgressHooks
+from rotator.commands import console as make_console
 from rotator.config import (
     CredentialsSettings,
     EhpcSettings,
@@ -55,7 +56,7 @@ async def _sim_clusters(base_url: str, admin_token: str) -> list[dict[str, objec
 
 
 async def run_demo(*, clusters: int = 200, keep: bool = False, stop: asyncio.Event) -> int:
-    console = Console()
+    console = make_console()  # off a terminal: no colour, nothing wrapped at 80 columns
     workdir = Path(tempfile.mkdtemp(prefix="rotator-demo-"))
     try:
         return await _demo(console, workdir, clusters=clusters, keep=keep, stop=stop)
@@ -138,7 +139,7 @@ async def _demo(
                 with ProgressHooks(len(targets), enabled=sys.stderr.isatty()) as progress:
                     runtime.hooks = progress
                     summary = await runtime.rotate(targets, run_id=run_id, stop=stop)
-                console.print(summary.table())
+                console.print(summary.table(root_path="secret/ehpc/root"))
                 console.print(_verified_table(summary))
                 ok = await _verify(console, runtime.store, sim.base_url, sim.admin_token)
             sample = next(

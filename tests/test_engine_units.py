@@ -365,7 +365,7 @@ def test_table_renders_counts_and_failures() -> None:
     assert "Run run-42: PartFailure" in text
     assert "rotated" in text
     assert "IncorrectCredential" in text
-    assert "c-4 (failed, 1 tries, req R-4)" in text
+    assert "fix secret/ehpc/root/c-4" in text  # the fix, with the real path (issue 10 §6)
     assert "+1 more" in text  # three ThresholdReached, two shown
     assert "10 clusters in 10.0s" in text
     assert "stopped early: failure threshold 4 reached" in text

@@ -17,9 +17,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["ClusterOutcome", "Outcome", "RunStatus", "RunSummary", "Verified"]
 
@@ -249,8 +250,16 @@ class RunSummary:
             "stopped_reason": self.stopped_reason,
         }
 
-    def table(self, *, max_rows_per_code: int = 10) -> Table:
-        """A terminal table: counts, then failures grouped by code."""
+    def table(self, *, max_rows_per_code: int = 10, root_path: str = "secret/ehpc/root") -> Table:
+        """A terminal table: counts, then failures grouped by code, each with what to do.
+
+        An account-wide error (a wrong AccessKey secret, NotAuthorized...) is one row saying what
+        is wrong, not a list of clusters and RequestIds; a per-cluster one names the fix with the
+        real path (``fix secret/ehpc/root/ehpc-hz-1``).
+        """
+        from rich.markup import escape  # noqa: PLC0415 - rich is heavy; only terminals need it
+        from rich.table import Table  # noqa: PLC0415
+
         table = Table(title=f"Run {self.run_id}: {self.status.value}", show_lines=False)
         table.add_column("outcome / code")
         table.add_column("clusters", justify="right")
@@ -262,16 +271,12 @@ class RunSummary:
             if count and name != Verified.NOT_CHECKED.value:
                 table.add_row(f"VNC {name}", str(count), "")
         for code, group in self.failures_by_code().items():
-            shown = group[:max_rows_per_code]
-            detail = ", ".join(
-                f"{o.cluster_id} ({_state(o)}, {o.attempts} tries"
-                + (f", req {o.request_id}" if o.request_id else "")
-                + ")"
-                for o in shown
+            table.add_row(
+                f"[red]{escape(code)}[/red]",
+                str(len(group)),
+                # Messages come from servers: a "[...]" in them is text, never rich markup.
+                escape(_detail(code, group, max_rows_per_code, root_path)),
             )
-            if len(group) > len(shown):
-                detail += f", +{len(group) - len(shown)} more"
-            table.add_row(f"[red]{code}[/red]", str(len(group)), detail)
         table.caption = (
             f"{len(self.outcomes)} clusters in {self.duration:.1f}s, "
             f"{self.rotations_per_second:.1f} rotations/s, {self.api_calls} API calls"
@@ -306,3 +311,47 @@ def _state(outcome: ClusterOutcome) -> str:
     if outcome.verified is Verified.VERIFY_FAILED:
         return f"{outcome.outcome.value}, {outcome.verified.value}"
     return outcome.outcome.value
+
+
+# Per-cluster codes whose fix is an edit of the cluster's root credential in Vault.
+_ROOT_FIXES = {
+    "IncorrectCredential": "the root password in Vault is wrong: fix {path}",
+    "RootCredentialMissing": "no root credential: store it at {path}",
+    "RootCredentialInvalid": "fix {path}",
+    "RegionUnknown": "add region=<region> to {path}",
+}
+
+
+def _account_hint(code: str, group: list[ClusterOutcome]) -> str | None:
+    """What is wrong with the account, once, when the error would fail every cluster."""
+    if not any(o.account_wide for o in group):
+        return None
+    from rotator.ehpc.codes import CODES  # noqa: PLC0415
+
+    info = CODES.get(code)
+    hint = info.hint if info else (group[0].message or code)
+    ids = ", ".join(o.cluster_id for o in group[:3]) + (", ..." if len(group) > 3 else "")
+    return f"{hint} (account-wide: affects every cluster; seen on {ids})"
+
+
+def _detail(code: str, group: list[ClusterOutcome], limit: int, root_path: str) -> str:
+    account = _account_hint(code, group)
+    if account:
+        return account
+    if code == "RunStopped":  # not started: the reason matters, not the list
+        return f"not started: {group[0].message}"
+    shown = group[:limit]
+    fix = _ROOT_FIXES.get(code)
+    if fix:
+        paths = ", ".join(f"{root_path}/{o.cluster_id}" for o in shown)
+        text = fix.format(path=paths)
+    else:
+        text = ", ".join(
+            f"{o.cluster_id} ({_state(o)}, {o.attempts} tries"
+            + (f", req {o.request_id}" if o.request_id else "")
+            + ")"
+            for o in shown
+        )
+    if len(group) > len(shown):
+        text += f", +{len(group) - len(shown)} more (--json lists all)"
+    return text

@@ -136,6 +136,18 @@ class Runtime:
     owner: str = field(default_factory=lambda: f"rotator-{secrets.token_hex(4)}")
     verification: Verification | None = None
     """The VNC check after each rotation (``verify.enabled``)."""
+    credentials: CredentialProvider | None = None
+    """What signs the API calls (None: not known here, nothing to check)."""
+
+    async def check_credentials(self) -> None:
+        """Resolve the Alibaba Cloud credentials once, before any cluster is staged.
+
+        Without them every cluster would stage a pending password that no API call can apply;
+        this raises the :class:`~rotator.errors.ApiError` (``CredentialsUnavailable``) instead,
+        with nothing written to Vault.
+        """
+        if self.credentials is not None:
+            await self.credentials.get()
 
     def context(self, *, run_id: str, not_before: datetime | None = None) -> RotationContext:
         rotation = self.settings.rotation
@@ -168,8 +180,13 @@ class Runtime:
         concurrency: int | None = None,
         trigger: str = "manual",
         not_before: datetime | None = None,
+        skip_not_due: bool = False,
     ) -> RunSummary:
-        """One batch run; the report is stored in Vault at ``<runs_path>/<run_id>``."""
+        """One batch run; the report is stored in Vault at ``<runs_path>/<run_id>``.
+
+        ``skip_not_due``: rotate only clusters that are due (``rotator rotate`` without
+        ``--force``); the others are ``skipped`` with code ``NotDue``.
+        """
         chosen = list(targets)
         threshold = FailureThreshold.parse(
             self.settings.rotation.max_failures if max_failures is None else max_failures,
@@ -188,6 +205,8 @@ class Runtime:
                     stop=stop,
                     trigger=trigger,
                     verification=self.verification,
+                    skip_not_due=skip_not_due,
+                    vault_failure_limit=self.settings.rotation.vault_failure_limit or None,
                 )
             finally:
                 # Shielded commits outlive a cancelled run: let them land before the clients
@@ -215,8 +234,9 @@ async def open_runtime(
     limiter = limiter_from(ehpc)
     verification = verification_from(settings)
     vault = VaultClient(VaultSettings.from_config(settings.vault))
+    provider = credentials or credentials_from(settings)
     api = EhpcClient(
-        credentials=credentials or credentials_from(settings),
+        credentials=provider,
         endpoints=endpoints,
         timeouts=Timeouts(connect=ehpc.connect_timeout, total=ehpc.request_timeout),
         ca_bundle=Path(ehpc.ca_bundle) if ehpc.ca_bundle else None,
@@ -244,6 +264,7 @@ async def open_runtime(
             retry=RetryPolicy.from_settings(settings.retry),
             hooks=hooks or NoHooks(),
             verification=verification,
+            credentials=provider,
         )
     finally:
         await api.aclose()

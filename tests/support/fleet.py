@@ -163,10 +163,23 @@ class Fleet:
         assert process.returncode is not None
         return CliResult(process.returncode, out.decode(), err.decode())
 
+    async def start_cli_with_stderr(self, stderr: int, *args: str) -> asyncio.subprocess.Process:
+        """The CLI with its stderr on ``stderr`` (e.g. a pseudo-terminal, as a person sees it)."""
+        return await self.start_cli(*args, stderr=stderr)
+
     async def start_cli(
-        self, *args: str, env: Mapping[str, str] | None = None, config: Path | None = None
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        config: Path | None = None,
+        stderr: int = asyncio.subprocess.PIPE,
     ) -> asyncio.subprocess.Process:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        # Nothing from the developer's own Vault or Alibaba Cloud account leaks into a test.
+        environment = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VAULT_", "BAO_", "ALIBABA_CLOUD_", "ROTATOR_"))
+        }
         environment.update(env or {})
         return await asyncio.create_subprocess_exec(
             rotator_bin(),
@@ -175,7 +188,7 @@ class Fleet:
             str(config or self.config),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=stderr,
             env=environment,
         )
 
