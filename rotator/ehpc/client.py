@@ -277,11 +277,15 @@ class EhpcClient:
         started = time.monotonic()
         sent = False
         try:
-            async with session.post(url, data=body, headers=headers) as response:
+            # Never follow a redirect: it would carry the passwords to wherever it points.
+            async with session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 sent = True
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("x-acs-retry-after")
+                location = response.headers.get("Location", "")
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TerminalApiError(
                 f"TLS certificate of {url.host} not trusted ({exc.certificate_error}); set "
@@ -320,6 +324,8 @@ class EhpcClient:
                 ambiguous=mutating,
             ) from None
         elapsed = time.monotonic() - started
+        if 300 <= status < 400:
+            raise _redirect_error(status, location, url, params, cluster_id)
         decoded = self._decode(raw, status, cluster_id=cluster_id, mutating=mutating)
         request_id = str(decoded.get("RequestId", "")) or None
         code = decoded.get("Code")
@@ -451,6 +457,21 @@ def _cluster_page(body: Mapping[str, Any], region: str) -> tuple[list[Cluster], 
         return clusters, int(raw_total)
     except (TypeError, ValueError):
         raise bad(f"a TotalCount that is not a number ({type(raw_total).__name__})") from None
+
+
+def _redirect_error(
+    status: int, location: str, url: URL, params: Mapping[str, ParamValue], cluster_id: str | None
+) -> TerminalApiError:
+    """The gateway never redirects; a 3xx comes from something in between (a proxy, a captive
+    portal, a wrong endpoint). The request did not reach E-HPC, so it cannot have applied."""
+    target = _without_secrets(location[:200], params) or "no Location"
+    return TerminalApiError(
+        f"HTTP {status} redirect from {url.host} to {target}; redirects are never followed "
+        "(they would carry the passwords elsewhere): check ehpc.endpoint and any proxy",
+        code="InvalidResponse",
+        http_status=status,
+        cluster_id=cluster_id,
+    )
 
 
 def _without_secrets(text: str, params: Mapping[str, ParamValue]) -> str:

@@ -767,3 +767,42 @@ async def test_password_echoed_by_a_server_stays_out_of_the_error(gateway: FakeG
     for secret in ("echo-root-77", "e7c8h9"):
         assert secret not in str(error)
         assert secret not in error.message
+
+
+# -- redirects are never followed -------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def elsewhere() -> AsyncIterator[FakeGateway]:
+    """A second server, the target of a redirect: it must never receive a request."""
+    fake = FakeGateway()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    fake.url = str(server.make_url("/"))
+    try:
+        yield fake
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("call", [_modify_call, _list_call], ids=["modify", "list"])
+async def test_a_redirect_is_never_followed(
+    gateway: FakeGateway, elsewhere: FakeGateway, status: int, call: Call
+) -> None:
+    gateway.answer = Canned(
+        status, b"", "text/plain", headers={"Location": f"{elsewhere.url}stolen"}
+    )
+    async with gateway.client() as api:
+        error = await api_error(call(api))
+    assert elsewhere.requests == [], "a redirect carried the request (and passwords) elsewhere"
+    assert len(gateway.requests) == 1
+    # The gateway never redirects: a 3xx comes from something in the way, and the request was
+    # not processed by E-HPC, so it cannot have applied: terminal, not ambiguous.
+    assert type(error) is TerminalApiError
+    assert error.code == "InvalidResponse"
+    assert error.http_status == status
+    assert "redirect" in error.message
+    assert f"{elsewhere.url}stolen" in error.message
