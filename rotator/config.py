@@ -101,6 +101,8 @@ class CredentialsSettings:
 @dataclass(frozen=True, slots=True)
 class VaultConfig:
     addr: str = ""
+    allow_insecure_http: bool = False
+    """Plain ``http://`` for a loopback Vault (a dev server); https is required otherwise."""
     namespace: str = ""
     ca_cert: str = ""
     skip_verify: bool = False
