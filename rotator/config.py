@@ -329,6 +329,17 @@ def _validate(settings: Settings) -> None:
             raise ConfigError("must be >= 1", key=f"retry.{key}")
     if settings.rotation.period <= 0:
         raise ConfigError("must be longer than 0s", key="rotation.period")
+    for key in (
+        "ehpc.connect_timeout",
+        "ehpc.request_timeout",
+        "vault.timeout",
+        "rotation.cluster_deadline",
+        "rotation.claim_ttl",
+    ):
+        section, name = key.split(".")
+        # 0 would mean "no timeout" to aiohttp and requests: a hung call would never end.
+        if getattr(getattr(settings, section), name) <= 0:
+            raise ConfigError("must be longer than 0s", key=key)
     if settings.credentials.source == "static" and not (
         settings.credentials.access_key_id and settings.credentials.access_key_secret_file
     ):

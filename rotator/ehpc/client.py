@@ -59,7 +59,7 @@ LIST_PAGE_SIZE = 50
 MAX_RETRY_AFTER_SECONDS = 120.0
 
 ParamValue = str | Secret
-_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_REGION = re.compile(r"\A[a-z0-9][a-z0-9-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
 
 
 def _is_loopback(host: str) -> bool:

@@ -136,6 +136,18 @@ class VaultSettings(VaultConfig):
                 continue
             except PermissionError:
                 raise ConfigError(f"token file {path} is not readable", key="vault") from None
+            except IsADirectoryError:
+                raise ConfigError(
+                    f"token file {path} is a directory, not a file", key="vault.token_file"
+                ) from None
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read token file {path}: {exc.strerror}", key="vault.token_file"
+                ) from None
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"token file {path} is not UTF-8 text", key="vault.token_file"
+                ) from None
             if value:
                 return Secret(value)
         raise ConfigError(
