@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, urlencode
+from xml.etree import ElementTree
 
 import aiohttp
 import structlog
@@ -36,7 +37,7 @@ from yarl import URL
 
 from rotator.ehpc import signer
 from rotator.ehpc.codes import error_for_code
-from rotator.ehpc.credentials import CredentialProvider
+from rotator.ehpc.credentials import CredentialProvider, RefreshableCredentials
 from rotator.ehpc.models import API_VERSION, Cluster, ModifyResult
 from rotator.errors import (
     AmbiguousApiError,
@@ -57,6 +58,7 @@ DEFAULT_ENDPOINT_TEMPLATE = "https://ehpc.{region}.aliyuncs.com"
 LIST_PAGE_SIZE = 50
 # The official SDK caps a server-requested throttling delay at 120 s; so do we.
 MAX_RETRY_AFTER_SECONDS = 120.0
+STS_EXPIRED = "InvalidSecurityToken.Expired"
 
 ParamValue = str | Secret
 _REGION = re.compile(r"\A[a-z0-9][a-z0-9-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
@@ -269,7 +271,35 @@ class EhpcClient:
         cluster_id: str | None = None,
         mutating: bool = False,
     ) -> dict[str, Any]:
-        """Send one signed RPC call as a form POST and return the decoded JSON body."""
+        """Send one signed RPC call and return the decoded JSON body.
+
+        ``InvalidSecurityToken.Expired`` makes a refreshable provider fetch new STS credentials,
+        and the call is sent once more: the gateway refused it before E-HPC saw it, so it did
+        not apply. A second refusal is raised (account-wide).
+        """
+        try:
+            return await self._call_once(
+                region, action, params, cluster_id=cluster_id, mutating=mutating
+            )
+        except TerminalApiError as exc:
+            provider = self._credentials
+            if exc.code != STS_EXPIRED or not isinstance(provider, RefreshableCredentials):
+                raise
+            log.info("ehpc_sts_token_expired_refreshing", action=action, cluster_id=cluster_id)
+            await provider.refresh()
+        return await self._call_once(
+            region, action, params, cluster_id=cluster_id, mutating=mutating
+        )
+
+    async def _call_once(
+        self,
+        region: str,
+        action: str,
+        params: Mapping[str, ParamValue],
+        *,
+        cluster_id: str | None,
+        mutating: bool,
+    ) -> dict[str, Any]:
         session = self._open()
         url = self._endpoints.url_for(region)
         body = _form_body(params)
@@ -367,10 +397,14 @@ class EhpcClient:
         try:
             decoded = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            decoded = None
+            decoded = _xml_error(raw)
         if isinstance(decoded, dict):
-            return decoded
-        what = "an empty body" if not raw else f"a non-JSON body ({len(raw)} bytes)"
+            return _canonical_keys(decoded)
+        what = (
+            "an empty body"
+            if not raw
+            else f"a body that is neither JSON nor XML ({len(raw)} bytes)"
+        )
         message = f"HTTP {status} with {what}; a proxy or load balancer may be in the way"
         if status == 429:
             return_error: ApiError = ThrottledError(
@@ -402,7 +436,9 @@ class EhpcClient:
             "x-acs-content-sha256": signer.sha256_hex(body),
             "content-type": "application/x-www-form-urlencoded",
         }
-        if key.security_token is not None:
+        if key.security_token is not None and key.security_token:
+            # What alibabacloud_tea_openapi sends with STS credentials, both signed.
+            headers["x-acs-accesskey-id"] = key.access_key_id
             headers["x-acs-security-token"] = key.security_token.reveal()
         headers["authorization"] = signer.authorization(
             method="POST",
@@ -457,6 +493,34 @@ def _cluster_page(body: Mapping[str, Any], region: str) -> tuple[list[Cluster], 
         return clusters, int(raw_total)
     except (TypeError, ValueError):
         raise bad(f"a TotalCount that is not a number ({type(raw_total).__name__})") from None
+
+
+_KEY_CASES = (("Code", "code"), ("Message", "message"), ("RequestId", "requestId"))
+
+
+def _canonical_keys(body: dict[str, Any]) -> dict[str, Any]:
+    """The gateway (and the SDK's parser) also use lower-case ``code``/``message``/``requestId``."""
+    for upper, lower in _KEY_CASES:
+        if upper not in body and lower in body:
+            body[upper] = body[lower]
+    return body
+
+
+def _xml_error(raw: bytes) -> dict[str, Any] | None:
+    """``<Error><Code>..</Code><Message>..</Message><RequestId>..</RequestId></Error>`` as a dict;
+    None for anything else (an HTML page, a document with a DTD, a body without a Code)."""
+    text = raw.lstrip()
+    if not text.startswith(b"<") or b"<!DOCTYPE" in text.upper() or b"<!ENTITY" in text.upper():
+        return None  # no DTDs: entity expansion is a classic XML bomb
+    try:
+        root = ElementTree.fromstring(text)  # noqa: S314 - DTDs refused above
+    except ElementTree.ParseError:
+        return None
+    error = root if root.tag == "Error" else root.find("Error")
+    if error is None:
+        return None
+    fields = {child.tag: (child.text or "").strip() for child in error}
+    return fields if fields.get("Code") else None
 
 
 def _redirect_error(

@@ -8,12 +8,18 @@ key = await provider.get()   # per request, so refreshed STS keys apply at once
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from rotator.errors import ApiError, ErrorScope, RetryClass
 from rotator.secret import Secret
 
-__all__ = ["AccessKey", "CredentialProvider", "DefaultChainCredentials", "StaticCredentials"]
+__all__ = [
+    "AccessKey",
+    "CredentialProvider",
+    "DefaultChainCredentials",
+    "RefreshableCredentials",
+    "StaticCredentials",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,17 @@ class CredentialProvider(Protocol):
     """Anything that can hand out the current AccessKey (it may rotate underneath us)."""
 
     async def get(self) -> AccessKey: ...
+
+
+@runtime_checkable
+class RefreshableCredentials(Protocol):
+    """A provider that can be told its STS token was refused (InvalidSecurityToken.Expired)."""
+
+    async def get(self) -> AccessKey: ...
+
+    async def refresh(self) -> AccessKey:
+        """Fetch new credentials now, whatever the cached expiry says."""
+        ...
 
 
 class StaticCredentials:
@@ -52,10 +69,19 @@ class DefaultChainCredentials:
     """
 
     def __init__(self) -> None:
+        self._client = self._new_client()
+
+    @staticmethod
+    def _new_client() -> Any:
         # Imported here: it is heavy and only needed when the default chain is used.
         from alibabacloud_credentials.client import Client  # noqa: PLC0415
 
-        self._client = Client()
+        return Client()
+
+    async def refresh(self) -> AccessKey:
+        """A fresh chain: its providers fetch again instead of trusting their cached expiry."""
+        self._client = self._new_client()
+        return await self.get()
 
     async def get(self) -> AccessKey:
         try:

@@ -576,6 +576,12 @@ HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body>
 HTML_429 = b"<html><body><h1>429 Too Many Requests</h1></body></html>"
 HTML_403 = b"<html><body>Forbidden by WAF</body></html>"
 TRUNCATED = b'{"RequestId": "TRUNC-1", "Mess'
+# An entity in a DTD is how XML bombs start: such a body is not parsed at all.
+XML_WITH_DTD = (
+    b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY a "Forbidden.RAM">]>'
+    b"<Error><Code>&a;</Code></Error>"
+)
+XML_NO_CODE = b"<Error><Message>no code here</Message></Error>"
 
 Call = Callable[[EhpcClient], Awaitable[Any]]
 
@@ -608,6 +614,8 @@ async def _list_call(api: EhpcClient) -> Any:
         (Canned(429, HTML_429, "text/html"), _list_call, ThrottledError),
         (Canned(403, HTML_403, "text/html"), _modify_call, TerminalApiError),
         (Canned(404, b"not found", "text/plain"), _list_call, TerminalApiError),
+        (Canned(403, XML_WITH_DTD, "text/xml;charset=utf-8"), _list_call, TerminalApiError),
+        (Canned(400, XML_NO_CODE, "text/xml;charset=utf-8"), _list_call, TerminalApiError),
     ],
     ids=[
         "502-html-modify",
@@ -622,6 +630,8 @@ async def _list_call(api: EhpcClient) -> Any:
         "429-html-list",
         "403-html-modify",
         "404-text-list",
+        "403-xml-with-a-dtd-list",
+        "400-xml-without-code-list",
     ],
 )
 async def test_non_json_bodies_become_clear_errors(
