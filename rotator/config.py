@@ -82,6 +82,8 @@ class EhpcSettings:
     endpoint: str = ""
     endpoints: dict[str, str] = field(default_factory=dict)
     allow_insecure_http: bool = False
+    method: Literal["POST", "GET"] = "POST"
+    """POST with a form body (no password in a URL); GET with query parameters, as the SDKs."""
     ca_bundle: str = ""
     connect_timeout: float = _duration("5s")
     request_timeout: float = _duration("30s")

@@ -8,7 +8,9 @@
                 runas_password=root_password, new_password=Secret("a1b2c3"),
             )
 
-Passwords go in the form body of a POST, never in the URL. Every failure is an
+Passwords go in the form body of a POST, never in the URL, unless ``method="GET"`` is chosen for
+a gateway that refuses POST (then they are query parameters, as every official SDK sends them,
+and the URL is never logged or put in an error). Every failure is an
 :class:`~rotator.errors.ApiError` whose retry class says what the caller may do: in particular a
 timeout or dropped connection after the request was sent is *ambiguous* (the password may have
 changed), which the rotation engine answers by re-applying the same password.
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import quote, urlencode
 from xml.etree import ElementTree
 
@@ -165,6 +167,14 @@ def _form_body(params: Mapping[str, ParamValue]) -> bytes:
     return urlencode(clear, quote_via=quote, safe="~").encode("ascii")
 
 
+def _clear(params: Mapping[str, ParamValue]) -> dict[str, str]:
+    return {k: v.reveal() if isinstance(v, Secret) else v for k, v in params.items()}
+
+
+Method = Literal["POST", "GET"]
+"""How an RPC action is sent: a form body (default) or query parameters (what the SDKs do)."""
+
+
 class EhpcClient:
     """An async E-HPC client sharing one pooled, TLS-verifying ``aiohttp.ClientSession``."""
 
@@ -177,7 +187,11 @@ class EhpcClient:
         ca_bundle: Path | None = None,
         max_connections: int = 100,
         user_agent: str = "rotator/0.1",
+        method: Method = "POST",
     ) -> None:
+        if method not in ("POST", "GET"):
+            raise ConfigError(f"{method!r} is not POST or GET", key="ehpc.method")
+        self._method: Method = method
         self._credentials = credentials
         self._endpoints = endpoints
         self._timeouts = timeouts or Timeouts()
@@ -211,6 +225,13 @@ class EhpcClient:
                 # Our own headers only: nothing (cookies, proxies' auth) leaks between calls.
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
+            # aiohttp silently re-sends an idempotent-looking request (GET) once when the
+            # connection drops. A GET ModifyVisualServicePasswd is not idempotent in effect, and
+            # the re-send would turn "dropped after sending" (ambiguous) into SignatureNonceUsed
+            # (looks retryable). No public switch exists; this private one has been stable
+            # since aiohttp 3.9. Retries are the engine's decision.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def aclose(self) -> None:
@@ -302,14 +323,21 @@ class EhpcClient:
     ) -> dict[str, Any]:
         session = self._open()
         url = self._endpoints.url_for(region)
-        body = _form_body(params)
-        headers = await self._signed_headers(url, action, body)
+        if self._method == "GET":
+            # Query parameters, encoded exactly as they are signed (RFC 3986, sorted). This URL
+            # holds the passwords: it goes to aiohttp and nowhere else (no log, no message).
+            query = _clear(params)
+            body = b""
+            url = URL(f"{url}?{signer.canonical_query(query)}", encoded=True)
+        else:
+            query, body = {}, _form_body(params)
+        headers = await self._signed_headers(url, action, body, query)
         started = time.monotonic()
         sent = False
         try:
             # Never follow a redirect: it would carry the passwords to wherever it points.
-            async with session.post(
-                url, data=body, headers=headers, allow_redirects=False
+            async with session.request(
+                self._method, url, data=body or None, headers=headers, allow_redirects=False
             ) as response:
                 sent = True
                 raw = await response.read()
@@ -425,7 +453,9 @@ class EhpcClient:
             )
         raise return_error
 
-    async def _signed_headers(self, url: URL, action: str, body: bytes) -> dict[str, str]:
+    async def _signed_headers(
+        self, url: URL, action: str, body: bytes, query: Mapping[str, str]
+    ) -> dict[str, str]:
         key = await self._credentials.get()
         headers = {
             "host": _host_header(url),
@@ -434,16 +464,17 @@ class EhpcClient:
             "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "x-acs-signature-nonce": uuid.uuid4().hex,
             "x-acs-content-sha256": signer.sha256_hex(body),
-            "content-type": "application/x-www-form-urlencoded",
         }
+        if self._method == "POST":
+            headers["content-type"] = "application/x-www-form-urlencoded"
         if key.security_token is not None and key.security_token:
             # What alibabacloud_tea_openapi sends with STS credentials, both signed.
             headers["x-acs-accesskey-id"] = key.access_key_id
             headers["x-acs-security-token"] = key.security_token.reveal()
         headers["authorization"] = signer.authorization(
-            method="POST",
+            method=self._method,
             path="/",
-            query={},
+            query=query,
             headers=headers,
             payload_sha256=headers["x-acs-content-sha256"],
             access_key_id=key.access_key_id,
@@ -528,7 +559,8 @@ def _redirect_error(
 ) -> TerminalApiError:
     """The gateway never redirects; a 3xx comes from something in between (a proxy, a captive
     portal, a wrong endpoint). The request did not reach E-HPC, so it cannot have applied."""
-    target = _without_secrets(location[:200], params) or "no Location"
+    # Without its query: a proxy may have copied ours (with the passwords) into it.
+    target = _without_secrets(location.split("?", 1)[0][:200], params) or "no Location"
     return TerminalApiError(
         f"HTTP {status} redirect from {url.host} to {target}; redirects are never followed "
         "(they would carry the passwords elsewhere): check ehpc.endpoint and any proxy",

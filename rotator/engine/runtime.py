@@ -194,6 +194,7 @@ async def open_runtime(
         timeouts=Timeouts(connect=ehpc.connect_timeout, total=ehpc.request_timeout),
         ca_bundle=Path(ehpc.ca_bundle) if ehpc.ca_bundle else None,
         max_connections=ehpc.max_connections,
+        method=ehpc.method,
     )
     try:
         store = VaultStore(vault)
