@@ -816,3 +816,31 @@ async def test_a_redirect_is_never_followed(
     assert error.http_status == status
     assert "redirect" in error.message
     assert f"{elsewhere.url}stolen" in error.message
+
+
+async def test_a_redirect_is_never_followed_with_get_either(
+    gateway: FakeGateway, elsewhere: FakeGateway
+) -> None:
+    # With GET the passwords are in the URL: the Location may echo them; neither the request
+    # nor the message may carry them on.
+    gateway.answer = Canned(
+        307, b"", "text/plain", headers={"Location": f"{elsewhere.url}x?Passwd=q7w8e9"}
+    )
+    api = EhpcClient(
+        credentials=StaticCredentials("LTAI-fake", Secret("fake-gateway-secret")),
+        endpoints=Endpoints(single=gateway.url, allow_insecure_http=True),
+        method="GET",
+    )
+    async with api:
+        error = await api_error(
+            api.modify_visual_service_passwd(
+                region="cn-hangzhou",
+                cluster_id="ehpc-hz-get",
+                runas_password=Secret("root-pw-get-1"),
+                new_password=Secret("q7w8e9"),
+            )
+        )
+    assert elsewhere.requests == []
+    assert type(error) is TerminalApiError
+    assert "redirect" in error.message
+    assert "q7w8e9" not in str(error)
