@@ -2,21 +2,24 @@
 
 provider = DefaultChainCredentials()          # env, profile, ECS RAM role, RRSA/OIDC
 provider = StaticCredentials("LTAI...", Secret(secret))
+provider = FileCredentials("STS.x", "/run/secrets/ak", "/run/secrets/sts")  # re-read on refresh
 key = await provider.get()   # per request, so refreshed STS keys apply at once
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from rotator.errors import ApiError, ErrorScope, RetryClass
-from rotator.secret import Secret
+from rotator.secret import Secret, read_secret_file
 
 __all__ = [
     "AccessKey",
     "CredentialProvider",
     "DefaultChainCredentials",
+    "FileCredentials",
     "RefreshableCredentials",
     "StaticCredentials",
 ]
@@ -58,6 +61,36 @@ class StaticCredentials:
         self._key = AccessKey(access_key_id, access_key_secret, security_token)
 
     async def get(self) -> AccessKey:
+        return self._key
+
+
+class FileCredentials:
+    """An AccessKey whose secret (and STS token) live in files, read now and on every refresh.
+
+    Whatever renews the token file (a sidecar, a cron job) is picked up when the gateway says
+    ``InvalidSecurityToken.Expired``. Unreadable files are :class:`ConfigError` naming the key.
+    """
+
+    def __init__(self, access_key_id: str, secret_file: str, token_file: str = "") -> None:
+        self._id = access_key_id
+        self._secret_file = secret_file
+        self._token_file = token_file
+        self._key = self._read()
+
+    def _read(self) -> AccessKey:
+        secret = read_secret_file(self._secret_file, key="credentials.access_key_secret_file")
+        token = (
+            read_secret_file(self._token_file, key="credentials.security_token_file")
+            if self._token_file
+            else None
+        )
+        return AccessKey(self._id, secret, token)
+
+    async def get(self) -> AccessKey:
+        return self._key
+
+    async def refresh(self) -> AccessKey:
+        self._key = await asyncio.to_thread(self._read)
         return self._key
 
 

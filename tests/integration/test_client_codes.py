@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
 from rotator.ehpc.client import EhpcClient, Endpoints
-from rotator.ehpc.credentials import AccessKey, StaticCredentials
+from rotator.ehpc.credentials import AccessKey, FileCredentials, StaticCredentials
 from rotator.errors import ApiError, ErrorScope, RetryClass, TerminalApiError
-from rotator.secret import Secret
+from rotator.secret import Secret, write_secret_file
 from rotator.sim import Simulator
 from tests.support.sim import SimAdmin
 
@@ -215,3 +216,16 @@ async def test_a_modify_is_retried_after_a_refresh_too(
     after = (await admin.clusters())[cluster["id"]]
     assert (after["vnc_password"], after["change_count"]) == ("r3fr5h", cluster["change_count"] + 1)
     assert provider.refreshes == 1
+
+
+async def test_a_token_file_renewed_underneath_is_read_again_on_expiry(
+    sim: Simulator, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    await SimAdmin(http, sim).add_credential("STS.file", "sts-file-secret", "file-token-2")
+    secret_file = write_secret_file(tmp_path / "ak", "sts-file-secret")
+    token_file = write_secret_file(tmp_path / "sts", "file-token-1")
+    provider = FileCredentials("STS.file", str(secret_file), str(token_file))
+    write_secret_file(token_file, "file-token-2")  # a sidecar renewed it since start-up
+    async with client_for(sim, provider) as api:
+        assert await api.list_clusters("cn-hangzhou")
+    assert (await provider.get()).security_token == Secret("file-token-2")
