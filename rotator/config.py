@@ -85,6 +85,8 @@ class EhpcSettings:
     endpoint: str = ""
     endpoints: dict[str, str] = field(default_factory=dict)
     allow_insecure_http: bool = False
+    method: Literal["POST", "GET"] = "POST"
+    """POST with a form body (no password in a URL); GET with query parameters, as the SDKs."""
     ca_bundle: str = ""
     connect_timeout: float = _duration("5s")
     request_timeout: float = _duration("30s")
@@ -107,6 +109,8 @@ class CredentialsSettings:
 @dataclass(frozen=True, slots=True)
 class VaultConfig:
     addr: str = ""
+    allow_insecure_http: bool = False
+    """Plain ``http://`` for a loopback Vault (a dev server); https is required otherwise."""
     namespace: str = ""
     ca_cert: str = ""
     skip_verify: bool = False
@@ -362,6 +366,17 @@ def _validate(settings: Settings) -> None:
             raise ConfigError("must be >= 1", key=f"retry.{key}")
     if settings.rotation.period <= 0:
         raise ConfigError("must be longer than 0s", key="rotation.period")
+    for key in (
+        "ehpc.connect_timeout",
+        "ehpc.request_timeout",
+        "vault.timeout",
+        "rotation.cluster_deadline",
+        "rotation.claim_ttl",
+    ):
+        section, name = key.split(".")
+        # 0 would mean "no timeout" to aiohttp and requests: a hung call would never end.
+        if getattr(getattr(settings, section), name) <= 0:
+            raise ConfigError("must be longer than 0s", key=key)
     if settings.credentials.source == "static" and not (
         settings.credentials.access_key_id and settings.credentials.access_key_secret_file
     ):

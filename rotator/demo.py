@@ -109,7 +109,9 @@ async def _demo(
                     access_key_id="demo-access-key",
                     access_key_secret_file=str(key_file),
                 ),
-                vault=VaultConfig(addr=bao.addr, token_file=str(token_file)),
+                vault=VaultConfig(
+                    addr=bao.addr, allow_insecure_http=True, token_file=str(token_file)
+                ),
                 retry=RetrySettings(
                     initial_wait=0.05,
                     max_wait=0.5,

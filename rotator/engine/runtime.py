@@ -25,6 +25,7 @@ from rotator.ehpc.client import EhpcClient, Endpoints, Timeouts
 from rotator.ehpc.credentials import (
     CredentialProvider,
     DefaultChainCredentials,
+    FileCredentials,
     StaticCredentials,
 )
 from rotator.engine.batch import FailureThreshold, run_batch
@@ -44,7 +45,7 @@ from rotator.passwords import (
     rule_of,
     verify,
 )
-from rotator.secret import Secret, read_secret_file
+from rotator.secret import Secret
 from rotator.vault.client import VaultClient
 from rotator.vault.settings import VaultSettings
 from rotator.vault.store import VaultStore
@@ -63,17 +64,8 @@ def new_run_id() -> str:
 def credentials_from(settings: Settings) -> CredentialProvider:
     creds = settings.credentials
     if creds.source == "static":
-        token = (
-            read_secret_file(creds.security_token_file, key="credentials.security_token_file")
-            if creds.security_token_file
-            else None
-        )
-        return StaticCredentials(
-            creds.access_key_id,
-            read_secret_file(
-                creds.access_key_secret_file, key="credentials.access_key_secret_file"
-            ),
-            token,
+        return FileCredentials(
+            creds.access_key_id, creds.access_key_secret_file, creds.security_token_file
         )
     return DefaultChainCredentials()
 
@@ -241,6 +233,7 @@ async def open_runtime(
         timeouts=Timeouts(connect=ehpc.connect_timeout, total=ehpc.request_timeout),
         ca_bundle=Path(ehpc.ca_bundle) if ehpc.ca_bundle else None,
         max_connections=ehpc.max_connections,
+        method=ehpc.method,
     )
     try:
         store = VaultStore(vault)

@@ -30,7 +30,7 @@ from aiohttp import web
 from rotator.ehpc.models import API_VERSION
 from rotator.sim.auth import Credential, CredentialStore, IncomingRequest, NonceCache, verify
 from rotator.sim.config import SimConfig
-from rotator.sim.errors import SimError, error_response
+from rotator.sim.errors import SimError, check_method, error_response
 from rotator.sim.faults import Fault, FaultInjector
 from rotator.sim.inventory import Inventory, SimCluster
 from rotator.sim.quotas import QuotaBook, QuotaRule
@@ -159,6 +159,7 @@ class SimService:
         )
 
     async def _process(self, request: web.Request, trace: _Trace) -> dict[str, Any]:
+        check_method(request.method)  # GET and POST only, like the gateway
         body = await request.read()
         raw_query = request.raw_path.partition("?")[2]
         query = dict(parse_qsl(raw_query, keep_blank_values=True))
@@ -170,6 +171,10 @@ class SimService:
         )
         now = time.time()
         verify(incoming, self.credentials, self.nonces, now=now)
+        injected = self.faults.injected_error(incoming.header("x-acs-action") or "")
+        if injected is not None:  # an account-wide refusal set up through /_sim/errors
+            self.stats.fault(injected.code)
+            raise injected
 
         version = incoming.header("x-acs-version")
         if version != API_VERSION:

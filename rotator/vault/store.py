@@ -39,7 +39,7 @@ __all__ = ["RootCredential", "VaultStore", "VncState", "format_time", "parse_tim
 # Re-reads when the secret is created between the data read and the metadata read.
 _READ_RACE_RETRIES = 3
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SEGMENT = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # "$" allows a trailing "\n"
 
 _OWNED_KEYS = frozenset(
     {

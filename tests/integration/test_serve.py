@@ -69,6 +69,7 @@ def write_config(
         },
         "vault": {
             "addr": server.addr,
+            "allow_insecure_http": True,  # a loopback OpenBao dev server
             "token_file": str(token_file),
             "root_path": paths.root_path,
             "vnc_path": paths.vnc_path,
