@@ -8,6 +8,7 @@
     rotator sim --clusters 200           # the E-HPC simulator
     rotator demo                         # OpenBao + simulator + a real rotation, end to end
     rotator vault-setup                  # policies, password policy and auth roles, idempotent
+    rotator doctor                       # preflight: Vault, Alibaba Cloud, passwords; no change
 
 Exit codes: 0 Success, 3 PartFailure, 4 Failure, 2 configuration or usage error,
 130/143 interrupted by SIGINT/SIGTERM (after in-flight rotations finished and the report was
@@ -116,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="PEM file of the Kubernetes API server's CA (with --kubernetes-host)",
     )
 
+    # doctor: a read-only preflight (rotator/doctor.py owns the checks and the command).
+    doctor = sub.add_parser("doctor", help="check Vault, Alibaba Cloud and passwords; no change")
+    _common_arguments(doctor)
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+
     sim = sub.add_parser("sim", help="run the E-HPC API simulator")
     from rotator import sim as sim_module  # noqa: PLC0415 - keeps `rotator rotate` start-up lean
 
@@ -210,8 +216,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         "status": lambda stop: commands.status(settings, args),
         "serve": lambda stop: commands.serve(settings, args, stop),
         "vault-setup": lambda stop: commands.vault_setup(settings, args),
+        "doctor": lambda stop: _doctor(settings, args),
     }
     return _run_async(handlers[command], signal_exit_codes=command != "serve")
+
+
+async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from rotator.doctor import doctor_command  # noqa: PLC0415 - only doctor needs it
+
+    return await doctor_command(settings, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,187 @@
+"""``rotator doctor`` as a real process against the simulator and a real OpenBao."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.secret import Secret, write_secret_file
+from rotator.vault.client import VaultClient
+from rotator.vault.devserver import OpenBaoServer, free_port
+from rotator.vault.setup import ACL_POLICIES, default_policy_dir, render_policy, vault_setup
+from tests.support.fleet import Fleet
+from tests.support.sim import SimFactory
+from tests.support.vault import VaultPaths, create_token
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+REGIONS = ("cn-hangzhou", "cn-shanghai")
+
+
+def checks(stdout: str) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in json.loads(stdout)["checks"]}
+
+
+async def snapshot(fleet: Fleet) -> tuple[dict[str, tuple[str, int]], dict[str, int]]:
+    """Every cluster's real VNC password and change count; every Vault secret's version."""
+    clusters = {
+        cid: (c["vnc_password"], c["change_count"])
+        for cid, c in (await fleet.admin_clusters()).items()
+    }
+    versions: dict[str, int] = {}
+    async with fleet.store() as store:
+        client = store.client
+        mount = client.settings.kv_mount
+        for base in (fleet.paths.root_path, fleet.paths.vnc_path, fleet.paths.runs_path):
+            for key in await client.kv_list(mount, base):
+                meta = await client.kv_metadata(mount, f"{base}/{key}") or {}
+                versions[f"{base}/{key}"] = int(meta.get("current_version") or 0)
+    return clusters, versions
+
+
+async def test_a_healthy_setup_passes_every_check_and_changes_nothing(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=12, regions=REGIONS)
+    fleet = await Fleet.create(
+        tmp_path, sim, openbao, vault_paths, overrides={"passwords": {"source": "vault"}}
+    )
+    settings = vault_paths.settings(openbao)
+    async with VaultClient(settings) as admin:
+        await vault_setup(admin, settings)
+        token = await create_token(admin, policies=["rotator", "default"])
+    (tmp_path / "vault-token").write_text(token.reveal(), encoding="utf-8")
+    assert (await fleet.cli("rotate", "--cluster", sim.inventory.in_region(None)[0].id)).code == 0
+    before = await snapshot(fleet)
+
+    result = await fleet.cli("doctor", "--json")
+
+    assert result.code == 0, result.stdout + result.stderr[-2000:]
+    found = checks(result.stdout)
+    for name in (
+        "vault.reachable",
+        "vault.tls",
+        "vault.auth",
+        "vault.token_ttl",
+        "vault.password_policy",
+        "alibaba.credentials",
+        "passwords.rule",
+        "inventory.listed",
+        *(f"alibaba.{what} {r}" for r in REGIONS for what in ("list_clusters", "clock", "tls")),
+    ):
+        assert found[name]["ok"], found.get(name)
+    capabilities = [n for n in found if n.startswith("vault.capabilities ")]
+    assert any(f"data/{vault_paths.vnc_path}/" in n for n in capabilities)
+    assert "POST" in found["alibaba.list_clusters cn-hangzhou"]["detail"]
+
+    text = await fleet.cli("doctor")
+    assert text.code == 0
+    assert "[ok  ] vault.auth" in text.stdout
+    assert text.stdout.rstrip().endswith("doctor: all checks passed")
+
+    assert await snapshot(fleet) == before, "doctor changed a password or a Vault secret"
+    everything = result.stdout + result.stderr + text.stdout + text.stderr
+    secrets = await fleet.all_secret_values() | {token.reveal()}
+    assert not {v for v in secrets if v in everything}
+
+
+async def test_a_wrong_accesskey_secret_fails_with_the_fix(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=4, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    wrong = "wrong-" + sim.config.access_key_secret[::-1]
+    write_secret_file(tmp_path / "ak-secret", wrong)
+    before = await snapshot(fleet)
+
+    result = await fleet.cli("doctor", "--json")
+
+    assert result.code == 1
+    found = checks(result.stdout)
+    probe = found["alibaba.list_clusters cn-hangzhou"]
+    assert not probe["ok"]
+    assert "SignatureDoesNotMatch" in probe["detail"]
+    assert "access_key_secret_file" in probe["fix"]
+    assert found["vault.auth"]["ok"]
+    assert "inventory.listed" not in found  # not judged without a working ListClusters
+    assert wrong not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert await snapshot(fleet) == before
+
+    text = await fleet.cli("doctor")
+    assert text.code == 1
+    assert "[FAIL] alibaba.list_clusters cn-hangzhou" in text.stdout
+    assert "       fix: the AccessKey secret is wrong" in text.stdout
+
+
+async def test_a_token_lacking_a_capability_names_the_path(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=4, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    settings = vault_paths.settings(openbao)
+    policy = render_policy(
+        default_policy_dir().joinpath(ACL_POLICIES["rotator"]).read_text(encoding="utf-8"),
+        settings,
+        password_policy="ehpc-vnc",
+    )
+    vnc_data = f'path "secret/data/{vault_paths.vnc_path}/*"'
+    assert vnc_data in policy
+    head, _, tail = policy.partition(vnc_data)
+    partial = head + tail.partition("}")[2]  # the same policy without write access to VNC data
+    name = f"partial-{vault_paths.prefix.split('/')[0]}"
+    async with VaultClient(settings) as admin:
+        await admin.request("PUT", f"sys/policies/acl/{name}", json={"policy": partial})
+        token = await create_token(admin, policies=[name, "default"])
+    (tmp_path / "vault-token").write_text(token.reveal(), encoding="utf-8")
+
+    result = await fleet.cli("doctor", "--json")
+
+    assert result.code == 1
+    found = checks(result.stdout)
+    failed = {n: c for n, c in found.items() if not c["ok"]}
+    assert list(failed) == [f"vault.capabilities secret/data/{vault_paths.vnc_path}/doctor-probe"]
+    only = next(iter(failed.values()))
+    assert "missing create, read, update" in only["detail"]
+    assert "rotator" in only["fix"]
+
+
+async def test_an_unreachable_vault_fails_in_one_clear_line(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=4, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    config = fleet.config.read_text(encoding="utf-8").replace(openbao.addr, nowhere)
+    (tmp_path / "down.toml").write_text(config, encoding="utf-8")
+
+    result = await fleet.cli("doctor", config=tmp_path / "down.toml")
+
+    assert result.code == 1, result.stdout
+    assert f"[FAIL] vault.reachable: cannot reach Vault at {nowhere}" in result.stdout
+    assert "fix: check vault.addr" in result.stdout
+    assert "vault.auth" not in result.stdout
+    # The API side is still checked: one run shows every problem.
+    assert "[ok  ] alibaba.list_clusters cn-hangzhou" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+async def test_clusters_listclusters_does_not_return_are_reported(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=4, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    async with fleet.store() as store:
+        await store.write_root("ehpc-hz-gone2024", "root", Secret("Abc123"), "cn-hangzhou")
+
+    result = await fleet.cli("doctor", "--json")
+
+    assert result.code == 1
+    listed = checks(result.stdout)["inventory.listed"]
+    assert not listed["ok"]
+    assert "1 of 5 clusters" in listed["detail"]
+    assert "ehpc-hz-gone2024" in listed["detail"]
+    assert "E-HPC 2.0" in listed["fix"]
