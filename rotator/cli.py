@@ -116,6 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubernetes-ca-cert",
         help="PEM file of the Kubernetes API server's CA (with --kubernetes-host)",
     )
+    # Safe on a shared Vault: what differs is shown and left alone unless --force.
+    setup.add_argument(
+        "--dry-run", action="store_true", help="print the plan (what differs); change nothing"
+    )
+    setup.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite auth configs, roles and policies that differ",
+    )
+    setup.add_argument(
+        "--events",
+        action="store_true",
+        help="also grant Vault Enterprise event subscriptions (policy rotator-events)",
+    )
+    setup.add_argument(
+        "--approle-mount", help="AppRole auth mount path (default vault.approle_mount)"
+    )
+    setup.add_argument(
+        "--kubernetes-mount", help="Kubernetes auth mount path (default vault.kubernetes_mount)"
+    )
 
     # doctor: a read-only preflight (rotator/doctor.py owns the checks and the command).
     doctor = sub.add_parser("doctor", help="check Vault, Alibaba Cloud and passwords; no change")
