@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also grant Vault Enterprise event subscriptions (policy rotator-events)",
     )
     setup.add_argument(
+        "--agent",
+        action="store_true",
+        help="AppRole tokens are periodic (1h, no max TTL) for a Vault Agent to renew",
+    )
+    setup.add_argument(
         "--approle-mount", help="AppRole auth mount path (default vault.approle_mount)"
     )
     setup.add_argument(

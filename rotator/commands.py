@@ -297,6 +297,7 @@ async def vault_setup(settings: Settings, args: argparse.Namespace) -> int:
             kubernetes_mount=args.kubernetes_mount,
             events=args.events,
             trigger_path=settings.serve.trigger_path,
+            approle_token_period=3600 if args.agent else None,
         )
         for line in result.lines():
             print(line)

@@ -396,6 +396,7 @@ async def run_setup(
     events: bool = False,
     trigger_path: str = "ehpc/trigger",
     history_versions: int | None = None,
+    approle_token_period: int | None = None,
 ) -> SetupResult:
     """Read, compare and (unless ``dry_run``) apply, one object at a time.
 
@@ -403,6 +404,8 @@ async def run_setup(
     ``policy_dir`` overrides the packaged HCL (for a checkout with local edits).
     ``approle_mount``/``kubernetes_mount`` default to the settings' mounts: a dedicated path
     (``kubernetes-rotator``) keeps rotator away from an auth method other teams configured.
+    ``approle_token_period`` (seconds): the AppRole role issues periodic tokens without a
+    maximum TTL, which a Vault Agent renews for as long as it runs (``--agent``).
     """
     directory = policy_dir if policy_dir is not None else default_policy_dir()
     run = _Run(client=client, force=force, dry_run=dry_run)
@@ -436,12 +439,16 @@ async def run_setup(
 
     mount = approle_mount or settings.approle_mount
     await run.ensure_auth("approle", mount)
+    lifetime: dict[str, int] = (
+        {"token_period": approle_token_period, "token_ttl": 0, "token_max_ttl": 0}
+        if approle_token_period
+        else {"token_ttl": _HOUR, "token_max_ttl": _DAY}
+    )
     await run.ensure_object(
         f"auth/{mount}/role/{role_name}",
         {
             "token_policies": policies,
-            "token_ttl": _HOUR,
-            "token_max_ttl": _DAY,
+            **lifetime,
             "secret_id_ttl": _DAY,
             "token_type": "service",
         },

@@ -232,3 +232,16 @@ async def test_events_policy_is_refused_by_openbao_with_a_clear_reason(
     role = await read_data(admin, f"auth/{mount}/role/rotator")
     assert role["token_policies"] == ["rotator"]
     assert "Traceback" not in result.stderr
+
+
+async def test_agent_makes_the_approle_role_issue_periodic_tokens(
+    fleet: Fleet, admin: VaultClient
+) -> None:
+    mount = mount_name("approle")
+
+    result = await fleet.cli("vault-setup", "--agent", "--approle-mount", mount)
+
+    assert result.code == 0, result.stdout + result.stderr[-2000:]
+    role = await read_data(admin, f"auth/{mount}/role/rotator")
+    assert (role["token_period"], role["token_max_ttl"]) == (3600, 0)
+    assert role["secret_id_ttl"] == 86400
