@@ -253,6 +253,7 @@ class Daemon:
             for cid, target in inventory.items()
         )
         self._targets = inventory
+        self.metrics.load_password_ages({cid: metadata.get(cid, {}) for cid in inventory})
         self.schedule_loaded.set()
         log.info(
             "schedule_refreshed",
