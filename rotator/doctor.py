@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import ssl
@@ -408,7 +409,6 @@ class _Answer:
     body: dict[str, Any]
     date: datetime | None
     skew: float | None
-    tls: str | None
 
 
 def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
@@ -461,9 +461,6 @@ async def _signed_call(
     async with session.request(
         method, target, headers=headers, data=body or None, skip_auto_headers=("content-type",)
     ) as response:
-        transport = response.connection.transport if response.connection else None
-        ssl_object = transport.get_extra_info("ssl_object") if transport else None
-        tls = f"{ssl_object.version()}, certificate verified" if ssl_object else None
         raw = await response.read()
         received = time.time()
         date = _parse_date(response.headers.get("Date"))
@@ -476,7 +473,7 @@ async def _signed_call(
     # The Date header has whole seconds (truncated): compare the middle of that second with
     # the middle of the exchange.
     skew = (date.timestamp() + 0.5 - (sent + received) / 2) if date else None
-    return _Answer(response.status, decoded, date, skew, tls)
+    return _Answer(response.status, decoded, date, skew)
 
 
 def _parse_date(value: str | None) -> datetime | None:
@@ -513,6 +510,8 @@ async def _region_checks(
     regions: list[str],
     endpoints: Endpoints,
     session: aiohttp.ClientSession,
+    *,
+    context: ssl.SSLContext,
 ) -> tuple[list[Check], dict[str, set[str]] | None]:
     """Probe each region; returns the checks and, when every region answered, the listed ids."""
     method = str(getattr(settings.ehpc, "method", "POST")).upper()
@@ -542,7 +541,7 @@ async def _region_checks(
                     "check ehpc.endpoint / ehpc.endpoint_template, DNS, proxies and firewalls",
                 )
             ], None
-        checks = [_tls_check(region, url, answer)]
+        checks = [await _tls_check(region, url, context)]
         code = answer.body.get("Code") or answer.body.get("code")
         request_id = answer.body.get("RequestId") or answer.body.get("requestId") or "-"
         if answer.status < 300 and not code:
@@ -602,14 +601,37 @@ async def _list_all(
         page += 1
 
 
-def _tls_check(region: str, url: URL, answer: _Answer) -> Check:
+async def _tls_check(region: str, url: URL, context: ssl.SSLContext) -> Check:
+    """The call over this URL just verified the certificate; one more handshake of our own
+    tells the protocol version and how long the certificate stays valid."""
     name = f"alibaba.tls {region}"
-    if answer.tls is not None:
-        return Check(name, True, f"{url.host}: {answer.tls}")
-    # Endpoints already refused plain HTTP unless it is a loopback simulator, allowed by name.
-    return Check(
-        name, True, f"{url.host}: plain HTTP to a loopback simulator (ehpc.allow_insecure_http)"
-    )
+    if url.scheme != "https":
+        # Endpoints refuse plain HTTP unless it is a loopback simulator, allowed by name.
+        return Check(
+            name,
+            True,
+            f"{url.host}: plain HTTP to a loopback simulator (ehpc.allow_insecure_http)",
+        )
+    host = url.raw_host or ""
+    detail = "HTTPS, certificate verified"
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, url.port, ssl=context, server_hostname=host), 10
+        )
+    except (OSError, TimeoutError):
+        return Check(name, True, f"{host}: {detail}")
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject):
+            until = (ssl_object.getpeercert() or {}).get("notAfter")
+            detail = f"{ssl_object.version()}, certificate verified" + (
+                f", valid until {until}" if until else ""
+            )
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    return Check(name, True, f"{host}: {detail}")
 
 
 def _clock_check(region: str, answer: _Answer) -> Check:
@@ -762,7 +784,9 @@ async def _alibaba_checks(settings: Settings, store: VaultStore | None) -> list[
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
-        region_checks, listed = await _region_checks(settings, key, regions, endpoints, session)
+        region_checks, listed = await _region_checks(
+            settings, key, regions, endpoints, session, context=context
+        )
     checks.extend(region_checks)
     if listed is not None:
         try:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from yarl import URL
 
+from rotator.doctor import _signed_call
+from rotator.ehpc.credentials import AccessKey
 from rotator.secret import Secret, write_secret_file
 from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer, free_port
@@ -185,3 +190,78 @@ async def test_clusters_listclusters_does_not_return_are_reported(
     assert "1 of 5 clusters" in listed["detail"]
     assert "ehpc-hz-gone2024" in listed["detail"]
     assert "E-HPC 2.0" in listed["fix"]
+
+
+async def test_the_endpoints_tls_is_verified_and_an_untrusted_one_fails(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=4, regions=REGIONS, tls=True)
+    assert sim.ca_file is not None
+    fleet = await Fleet.create(
+        tmp_path,
+        sim,
+        openbao,
+        vault_paths,
+        overrides={"ehpc": {"allow_insecure_http": False, "ca_bundle": str(sim.ca_file)}},
+        seed_roots=False,  # (the admin API is behind the same private CA)
+    )
+
+    trusted = await fleet.cli("doctor", "--json")
+
+    assert trusted.code == 0, trusted.stdout
+    tls = checks(trusted.stdout)["alibaba.tls cn-hangzhou"]
+    assert tls["ok"]
+    assert re.search(r"TLSv1\.[23], certificate verified", tls["detail"])
+
+    config = fleet.config.read_text(encoding="utf-8").replace(f'ca_bundle = "{sim.ca_file}"\n', "")
+    (tmp_path / "system-cas.toml").write_text(config, encoding="utf-8")
+    untrusted = await fleet.cli("doctor", "--json", config=tmp_path / "system-cas.toml")
+
+    assert untrusted.code == 1
+    tls = checks(untrusted.stdout)["alibaba.tls cn-hangzhou"]
+    assert not tls["ok"]
+    assert "certificate not trusted" in tls["detail"]
+    assert "ehpc.ca_bundle" in tls["fix"]
+
+
+async def test_the_default_credential_chain_names_its_provider(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=4, regions=REGIONS)
+    fleet = await Fleet.create(
+        tmp_path, sim, openbao, vault_paths, overrides={"credentials": {"source": "default"}}
+    )
+    config = re.sub(r"access_key_(id|secret_file) = .*\n", "", fleet.config.read_text("utf-8"))
+    (tmp_path / "chain.toml").write_text(config, encoding="utf-8")
+    env = {
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": sim.config.access_key_id,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": sim.config.access_key_secret,
+        "ALIBABA_CLOUD_PROFILE": "none",
+        "ALIBABA_CLOUD_CONFIG_FILE": str(tmp_path / "no-profile.ini"),
+    }
+
+    result = await fleet.cli("doctor", "--json", env=env, config=tmp_path / "chain.toml")
+
+    assert result.code == 0, result.stdout + result.stderr[-2000:]
+    detail = checks(result.stdout)["alibaba.credentials"]["detail"]
+    assert "from the default chain (" in detail
+    assert "env" in detail.lower()
+    assert sim.config.access_key_secret not in result.stdout + result.stderr
+
+
+async def test_a_get_listclusters_is_signed_as_the_official_sdks_sign_it(
+    sim_factory: SimFactory,
+) -> None:
+    """``ehpc.method = "GET"`` (issue 11) makes doctor probe with GET: the simulator, which
+    verifies signatures as the gateway does, accepts it."""
+    sim = await sim_factory(clusters=3, regions=REGIONS)
+    key = AccessKey(sim.config.access_key_id, Secret(sim.config.access_key_secret))
+    async with aiohttp.ClientSession() as session:
+        for method in ("GET", "POST"):
+            answer = await _signed_call(
+                session, URL(sim.base_url + "/"), method, key, {"PageNumber": "1", "PageSize": "1"}
+            )
+            assert answer.status == 200, answer.body
+            assert answer.body["TotalCount"] == 3
+            assert answer.skew is not None
+            assert abs(answer.skew) < 5
