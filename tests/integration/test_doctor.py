@@ -15,7 +15,7 @@ from rotator.doctor import _signed_call
 from rotator.ehpc.credentials import AccessKey
 from rotator.secret import Secret, write_secret_file
 from rotator.vault.client import VaultClient
-from rotator.vault.devserver import OpenBaoServer, free_port
+from rotator.vault.devserver import OpenBaoServer, free_port, start_openbao
 from rotator.vault.setup import ACL_POLICIES, default_policy_dir, render_policy, vault_setup
 from tests.support.fleet import Fleet
 from tests.support.sim import SimFactory
@@ -265,3 +265,44 @@ async def test_a_get_listclusters_is_signed_as_the_official_sdks_sign_it(
             assert answer.body["TotalCount"] == 3
             assert answer.skew is not None
             assert abs(answer.skew) < 5
+
+
+async def test_vaults_tls_verified_untrusted_and_switched_off(
+    tmp_path: Path, sim_factory: SimFactory, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=2, regions=REGIONS)
+    with start_openbao(tmp_path / "bao", tls=True) as server:
+        assert server.ca_cert is not None
+        fleet = await Fleet.create(
+            tmp_path,
+            sim,
+            server,
+            vault_paths,
+            overrides={"vault": {"ca_cert": str(server.ca_cert)}},
+            seed_roots=False,
+        )
+        trusted = await fleet.cli("doctor", "--json")
+        assert trusted.code == 0, trusted.stdout
+        assert checks(trusted.stdout)["vault.tls"]["detail"].endswith(
+            f"certificate verified against {server.ca_cert}"
+        )
+
+        base = fleet.config.read_text(encoding="utf-8")
+        without = base.replace(f'ca_cert = "{server.ca_cert}"\n', "")
+        (tmp_path / "untrusted.toml").write_text(without, encoding="utf-8")
+        untrusted = await fleet.cli("doctor", "--json", config=tmp_path / "untrusted.toml")
+        assert untrusted.code == 1
+        found = checks(untrusted.stdout)
+        assert not found["vault.reachable"]["ok"]
+        assert not found["vault.tls"]["ok"]
+        assert "not trusted" in found["vault.tls"]["detail"]
+        assert "vault.ca_cert" in found["vault.tls"]["fix"]
+
+        off = without.replace("[vault]\n", "[vault]\nskip_verify = true\n")
+        (tmp_path / "off.toml").write_text(off, encoding="utf-8")
+        unverified = await fleet.cli("doctor", "--json", config=tmp_path / "off.toml")
+        assert unverified.code == 1
+        found = checks(unverified.stdout)
+        assert found["vault.reachable"]["ok"]
+        assert not found["vault.tls"]["ok"]
+        assert "verification is disabled" in found["vault.tls"]["detail"]
