@@ -225,7 +225,7 @@ async def _vault_checks(
     method = vault_settings.auth_method
     try:
         lookup = await client.request("GET", "auth/token/lookup-self") or {}
-    except VaultError as exc:
+    except (VaultError, ConfigError) as exc:  # ConfigError: no token, an unreadable file
         fixes = {
             "token": "log in again (bao login / vault login), refresh vault.token_file, or set "
             "VAULT_TOKEN",

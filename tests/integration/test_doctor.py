@@ -306,3 +306,18 @@ async def test_vaults_tls_verified_untrusted_and_switched_off(
         assert found["vault.reachable"]["ok"]
         assert not found["vault.tls"]["ok"]
         assert "verification is disabled" in found["vault.tls"]["detail"]
+
+
+async def test_a_missing_token_file_is_a_failed_check_not_a_crash(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=2, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths, seed_roots=False)
+    (tmp_path / "vault-token").unlink()
+
+    result = await fleet.cli("doctor")
+
+    assert result.code == 1, result.stdout + result.stderr[-2000:]
+    assert "[FAIL] vault.auth: token auth failed: vault.token_file: token file" in result.stdout
+    assert "fix: log in again" in result.stdout
+    assert "[ok  ] alibaba.list_clusters cn-hangzhou" in result.stdout
