@@ -251,9 +251,14 @@ class _Run:
             f"{mount}/ is a {kind!r} secrets engine, not KV version 2", key="vault.kv_mount"
         )
 
-    async def ensure_policy(self, kind: str, name: str, text: str) -> bool:
+    async def ensure_policy(
+        self, kind: str, name: str, text: str, *, may_be_unsupported: bool = False
+    ) -> bool:
         """Write a policy unless an equal one exists, or someone else's differs (no force).
-        Returns whether the policy is (or would be) in place as rotator wants it."""
+        Returns whether the policy is (or would be) in place as rotator wants it.
+
+        ``may_be_unsupported``: a server that cannot parse it (the events policy on OpenBao)
+        is reported as a step, not raised."""
         path = f"sys/policies/{kind}/{name}"
         existing = await self.client.read(path)
         current = ((existing or {}).get("data") or {}).get("policy")
@@ -280,7 +285,8 @@ class _Run:
         try:
             await self.write(lambda: self.client.request(method, path, json={"policy": text}))
         except VaultError as exc:
-            if "invalid capability" in exc.message or "invalid key" in exc.message:
+            unparsed = "invalid capability" in exc.message or "invalid key" in exc.message
+            if may_be_unsupported and unparsed:
                 self.steps.append(Step(label, "unsupported", note=_UNSUPPORTED))
                 return False
             raise
@@ -434,7 +440,8 @@ async def run_setup(
     policies = ["rotator"]
     if events:
         name, filename = EVENTS_POLICY
-        if await run.ensure_policy("acl", name, text_of(filename, trigger_path=trigger_path)):
+        text = text_of(filename, trigger_path=trigger_path)
+        if await run.ensure_policy("acl", name, text, may_be_unsupported=True):
             policies.append(name)
 
     mount = approle_mount or settings.approle_mount
