@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from rotator.config import load_settings
+from rotator.errors import ConfigError
 from rotator.vault.settings import VaultSettings
 from rotator.vault.setup import (
     EVENTS_POLICY,
@@ -65,3 +69,9 @@ def test_a_step_says_what_it_did_or_would_do() -> None:
     ]
     assert Step("policy rotator", "create").lines(dry_run=True) == ["would create policy rotator"]
     assert Step("policy rotator", "update").lines(dry_run=False) == ["policy rotator updated"]
+
+
+def test_history_versions_must_keep_at_least_one_version() -> None:
+    assert load_settings(None, environ={}).vault.history_versions == 50
+    with pytest.raises(ConfigError, match=r"vault\.history_versions"):
+        load_settings(None, environ={"ROTATOR_VAULT_HISTORY_VERSIONS": "0"})
