@@ -10,6 +10,7 @@
     rotator demo                         # OpenBao + simulator + a real rotation, end to end
     rotator vault-setup                  # policies, password policy and auth roles, idempotent
     rotator checkout ehpc-hz-1 --ttl 2h  # check a VNC password out (leases, renew, checkin)
+    rotator doctor                       # preflight: Vault, Alibaba Cloud, passwords; no change
 
 Global options (--config, --log-level, --log-format) go before or after the command.
 Exit codes: 0 Success, 3 PartFailure, 4 Failure (also: no credentials, no cluster found),
@@ -179,6 +180,35 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--kubernetes-ca-cert",
         help="PEM file of the Kubernetes API server's CA (with --kubernetes-host)",
     )
+    # Safe on a shared Vault: what differs is shown and left alone unless --force.
+    setup.add_argument(
+        "--dry-run", action="store_true", help="print the plan (what differs); change nothing"
+    )
+    setup.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite auth configs, roles and policies that differ",
+    )
+    setup.add_argument(
+        "--events",
+        action="store_true",
+        help="also grant Vault Enterprise event subscriptions (policy rotator-events)",
+    )
+    setup.add_argument(
+        "--agent",
+        action="store_true",
+        help="AppRole tokens are periodic (1h, no max TTL) for a Vault Agent to renew",
+    )
+    setup.add_argument(
+        "--approle-mount", help="AppRole auth mount path (default vault.approle_mount)"
+    )
+    setup.add_argument(
+        "--kubernetes-mount", help="Kubernetes auth mount path (default vault.kubernetes_mount)"
+    )
+
+    # doctor: a read-only preflight (rotator/doctor.py owns the checks and the command).
+    doctor = command("doctor", "check Vault, Alibaba Cloud and passwords; no change")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
 
     # The simulator has its own options (and its own --log-level); they are loaded only when
     # asked for, because they import the simulator's web server.
@@ -281,6 +311,7 @@ def _handlers() -> dict[str, Handler]:
         "status": lambda settings, args, stop: commands.status(settings, args),
         "serve": commands.serve,
         "vault-setup": lambda settings, args, stop: commands.vault_setup(settings, args),
+        "doctor": lambda settings, args, stop: _doctor(settings, args),
     }
 
 
@@ -315,6 +346,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _run_async(
         lambda stop: handler(settings, args, stop), signal_exit_codes=command not in _DAEMONS
     )
+
+
+async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from rotator.doctor import doctor_command  # noqa: PLC0415 - only doctor needs it
+
+    return await doctor_command(settings, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

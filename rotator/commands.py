@@ -352,26 +352,47 @@ async def serve(settings: Settings, args: argparse.Namespace, stop: asyncio.Even
     return await run_daemon(settings, stop=stop, config_path=args.config)
 
 
+def _read_pem(path: str | None) -> str | None:
+    """``--kubernetes-ca-cert`` names a PEM file; Vault wants its text."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}", key="--kubernetes-ca-cert"
+        ) from None
+
+
 async def vault_setup(settings: Settings, args: argparse.Namespace) -> int:
-    from rotator.vault.setup import vault_setup as apply_setup  # noqa: PLC0415
+    from rotator.vault.setup import run_setup  # noqa: PLC0415
 
     async with open_runtime(settings, check_passwords=False) as runtime:
-        done = await apply_setup(
+        result = await run_setup(
             runtime.vault,
             runtime.vault.settings,
+            force=args.force,
+            dry_run=args.dry_run,
             password_policy=settings.passwords.policy,
             password_policy_file=rule_named(settings.passwords.rule).policy_file,
+            approle_mount=args.approle_mount,
             kubernetes_host=args.kubernetes_host,
             kubernetes_namespace=args.kubernetes_namespace,
-            kubernetes_ca_cert=args.kubernetes_ca_cert,
+            kubernetes_ca_cert=_read_pem(args.kubernetes_ca_cert),
+            kubernetes_mount=args.kubernetes_mount,
+            events=args.events,
+            trigger_path=settings.serve.trigger_path,
+            approle_token_period=3600 if args.agent else None,
         )
-        for line in done:
+        for line in result.lines():
             print(line)
+        if args.dry_run:
+            return result.exit_code
         # Setup cannot judge the passwords a policy makes; the API's rule can.
         rule = rule_named(settings.passwords.rule)
         await verify(VaultPasswordSource(runtime.store, settings.passwords.policy, rule=rule))
         print(f"password policy {settings.passwords.policy}: generates passwords the API accepts")
-    return 0
+    return result.exit_code
 
 
 async def demo(args: argparse.Namespace, stop: asyncio.Event) -> int:

@@ -128,6 +128,8 @@ class VaultConfig:
     runs_path: str = "ehpc/runs"
     max_workers: int = 16
     timeout: float = _duration("10s")
+    history_versions: int = 50
+    """VNC password versions Vault keeps per cluster (``vault-setup`` sets ``max_versions``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +363,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("must be >= 1", key="ehpc.max_connections")
     if settings.vault.max_workers < 1:
         raise ConfigError("must be >= 1", key="vault.max_workers")
+    if settings.vault.history_versions < 1:
+        raise ConfigError("must be >= 1", key="vault.history_versions")
     for key in ("attempts", "conflict_attempts", "throttle_attempts", "vault_attempts"):
         if getattr(settings.retry, key) < 1:
             raise ConfigError("must be >= 1", key=f"retry.{key}")

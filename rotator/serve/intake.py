@@ -106,6 +106,7 @@ class ScheduleIntake:
             for cid, target in inventory.items()
         )
         self.inventory.targets = inventory
+        self.metrics.load_password_ages({cid: metadata.get(cid, {}) for cid in inventory})
         self.inventory.loaded.set()
         log.info(
             "schedule_refreshed",

@@ -25,6 +25,7 @@ Errors become :mod:`rotator.errors` values; none of them carries a secret:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import warnings
@@ -216,6 +217,7 @@ class VaultClient:
             settings.addr, verify=settings.verify, pool_size=settings.max_workers
         )
         self._auth: _TokenState | None = None
+        self._token_file_seen: tuple[int, int, int] | None = None
         self._auth_lock: asyncio.Lock | None = None
         self._closed = False
         if settings.skip_verify:
@@ -288,6 +290,9 @@ class VaultClient:
             state = self._auth
             if state is None:
                 return (await self._login()).token
+            if self._token_file_changed():
+                log.info("vault_token_file_changed", path=self.settings.token_file)
+                return (await self._login()).token
             if state.expires_at is None:
                 return state.token
             remaining = state.expires_at - self._clock()
@@ -302,6 +307,8 @@ class VaultClient:
         settings = self.settings
         method = settings.auth_method
         if method == "token":
+            # Stamped before reading: a write in between shows as a change on the next call.
+            self._token_file_seen = self._token_file_stamp()
             token = await asyncio.to_thread(settings.resolve_token)
             try:
                 body = await self._run(
@@ -377,6 +384,24 @@ class VaultClient:
             renewable=state.renewable,
         )
         return state
+
+    def _token_file_stamp(self) -> tuple[int, int, int] | None:
+        """Identity of ``vault.token_file`` when the token comes from it (a Vault Agent's sink,
+        rewritten on every new login); None otherwise. One ``stat`` per call: cheap."""
+        settings = self.settings
+        if settings.auth_method != "token" or not settings.token_file or settings.token:
+            return None
+        try:
+            stat = os.stat(settings.token_file)
+        except OSError:
+            return None  # gone for a moment (an agent replacing it): keep the token we have
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def _token_file_changed(self) -> bool:
+        if self._token_file_seen is None:
+            return False
+        stamp = self._token_file_stamp()
+        return stamp is not None and stamp != self._token_file_seen
 
     def _new_state(self, token: Secret, ttl: float, renewable: bool) -> _TokenState:
         expires = self._clock() + ttl if ttl > 0 else None
