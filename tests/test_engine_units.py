@@ -278,6 +278,7 @@ def test_summary_success() -> None:
         "failed": 0,
         "commit_failed": 0,
         "not_attempted": 0,
+        "pending": 0,
     }
     assert summary.failures_by_code() == {}
 

@@ -51,6 +51,8 @@ class VaultSettings(VaultConfig):
     def __post_init__(self) -> None:
         if self.max_workers < 1:
             raise ConfigError("must be >= 1", key="vault.max_workers")
+        if self.runs_keep < 0:
+            raise ConfigError("must be >= 0 (0 keeps every run report)", key="vault.runs_keep")
         if self.timeout <= 0:
             raise ConfigError("must be longer than 0s", key="vault.timeout")
         if self.auth_method == "approle" and not (self.role_id and self.secret_id_file):
@@ -59,7 +61,7 @@ class VaultSettings(VaultConfig):
             )
         if self.auth_method == "kubernetes" and not self.kubernetes_role:
             raise ConfigError("auth_method = 'kubernetes' needs kubernetes_role", key="vault")
-        for key in ("kv_mount", "root_path", "vnc_path", "runs_path"):
+        for key in ("kv_mount", "root_path", "vnc_path", "runs_path", "pending_path"):
             value = getattr(self, key)
             if not value or value.startswith("/") or value.endswith("/") or ".." in value:
                 raise ConfigError(

@@ -41,7 +41,9 @@ ACL_POLICIES = {"rotator": "rotator.hcl", "ehpc-vnc-reader": "ehpc-vnc-reader.hc
 """Policy name -> template file."""
 PASSWORD_POLICY_FILE = "ehpc-vnc-password.hcl"  # noqa: S105 - a file name, not a password
 
-_PLACEHOLDER = re.compile(r"\{(kv_mount|root_path|vnc_path|runs_path|password_policy)\}")
+_PLACEHOLDER = re.compile(
+    r"\{(kv_mount|root_path|vnc_path|runs_path|pending_path|password_policy)\}"
+)
 _HOUR = 3600
 _DAY = 24 * _HOUR
 
@@ -59,6 +61,7 @@ def render_policy(template: str, settings: VaultSettings, *, password_policy: st
         "root_path": settings.root_path,
         "vnc_path": settings.vnc_path,
         "runs_path": settings.runs_path,
+        "pending_path": settings.pending_path,
         "password_policy": password_policy,
     }
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)

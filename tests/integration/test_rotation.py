@@ -171,8 +171,13 @@ async def test_ambiguous_until_give_up_keeps_pending_and_the_next_run_converges(
     second = await rotate_cluster(target(), env.context(owner="run-2"))
 
     assert second.outcome is Outcome.ROTATED
-    assert env.api.sent("c-1")[-1] == pending, "the rerun re-applies the pending password"
-    assert await env.vault_password("c-1") == (pending, None)
+    # The rerun first re-applies (and commits) the pending password, which may be live; it was
+    # generated before the rerun's trigger, so a fresh one follows (finding 4).
+    *_, reapplied, fresh = env.api.sent("c-1")
+    assert reapplied == pending, "the rerun re-applies the pending password"
+    assert fresh != pending
+    assert await env.vault_password("c-1") == (fresh, None)
+    await env.assert_invariant("c-1")
 
 
 async def test_terminal_error_after_an_ambiguous_one_keeps_pending(env: Env) -> None:
@@ -181,7 +186,8 @@ async def test_terminal_error_after_an_ambiguous_one_keeps_pending(env: Env) -> 
 
     outcome = await rotate_cluster(target(), env.context())
 
-    assert outcome.outcome is Outcome.SKIPPED
+    # Left with a password that may be live: "pending", not a quiet "skipped" (finding 11).
+    assert outcome.outcome is Outcome.PENDING
     await env.assert_invariant("c-1")
     assert (await env.vault_password("c-1"))[1] == env.api.clusters["c-1"].vnc_password
 
@@ -269,7 +275,9 @@ async def test_commit_failure_leaves_the_password_pending_and_a_rerun_commits(en
     # run-1 could not even release its claim (its token is gone): the rerun waits it out.
     rerun = await rotate_cluster(target(), env.context(owner="run-2", sleep=asyncio.sleep))
     assert rerun.outcome is Outcome.ROTATED
-    assert await env.vault_password("c-1") == (real, None)
+    assert env.api.sent("c-1")[-2] == real, "the rerun re-applies and commits it first"
+    await env.assert_invariant("c-1")
+    assert (await env.vault_password("c-1"))[1] is None
 
 
 async def test_two_rotators_racing_make_exactly_one_change(env: Env) -> None:
@@ -311,8 +319,10 @@ async def test_a_dead_rotators_claim_is_taken_over_after_it_expires(env: Env) ->
     outcome = await rotate_cluster(target(), env.context(sleep=asyncio.sleep))
 
     assert outcome.outcome is Outcome.ROTATED
-    assert env.api.sent("c-1") == ["dead01"], "the dead rotator's pending password is reused"
-    assert await env.vault_password("c-1") == ("dead01", None)
+    first, fresh = env.api.sent("c-1")
+    assert first == "dead01", "the dead rotator's pending password is reused"
+    # It was generated before this run's trigger: a fresh one is committed after it.
+    assert await env.vault_password("c-1") == (fresh, None)
 
 
 async def test_a_cluster_rotated_since_the_trigger_is_skipped(env: Env) -> None:
@@ -361,7 +371,7 @@ async def test_a_rival_creating_the_secret_between_our_two_reads_is_seen(env: En
 
     state = await VaultStore(client).read_vnc("c-2")
 
-    assert state.version == 1
+    assert state.custom_metadata["last_error_code"] == "Earlier"
     assert state.pending_password == Secret("rival1")
     assert state.claim_owner == "rival"
 
@@ -393,7 +403,7 @@ async def test_a_server_error_after_applying_never_loses_the_password(env: Env) 
 
     outcome = await rotate_cluster(target(), env.context())
 
-    assert outcome.outcome is Outcome.SKIPPED
+    assert outcome.outcome is Outcome.PENDING
     assert env.api.clusters["c-1"].changes == 1
     await env.assert_invariant("c-1")
 

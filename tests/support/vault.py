@@ -39,6 +39,10 @@ class VaultPaths:
     def runs_path(self) -> str:
         return f"{self.prefix}/runs"
 
+    @property
+    def pending_path(self) -> str:
+        return f"{self.prefix}/pending"
+
     def settings(self, server: OpenBaoServer, **overrides: object) -> VaultSettings:
         """Token auth with the root token, paths under this test's prefix."""
         values: dict[str, object] = {
@@ -47,6 +51,7 @@ class VaultPaths:
             "root_path": self.root_path,
             "vnc_path": self.vnc_path,
             "runs_path": self.runs_path,
+            "pending_path": self.pending_path,
             "max_workers": 4,
             "timeout": 5.0,
         }
