@@ -680,18 +680,28 @@ async def _park(run: _Run, park: _Park) -> ClusterOutcome:
 
 
 async def _settle_pending(run: _Run) -> None:
-    """Drop a pending password no attempt can have applied; otherwise keep it, unclaimed."""
-    ctx = run.ctx
-    state = await _best_effort(run, ctx.store.read_vnc(run.target.cluster_id))
-    if state is None or state.in_flight is None:
+    """Drop a pending password no attempt can have applied; otherwise keep it, unclaimed.
+
+    Only a pending record this run wrote, at the version it wrote, is touched (check-and-set on
+    that version): a record read afresh may hold a rival's password, maybe live, released by
+    its owner (issue 9, finding 1: a stop cleared a password the cluster had).
+    """
+    state = run.state
+    if state is None or not run.holds_claim():
         return
-    if state.claim_owner not in (None, ctx.owner):
-        return  # somebody else's rotation
     if run.maybe_applied:
         # Keep the password but release our claim, so the next run need not wait it out.
-        await _best_effort(run, ctx.store.release(state))
+        await _best_effort(run, _conflict_ok(run.ctx.store.release(state)))
     else:
-        await _best_effort(run, ctx.store.clear_pending(state))
+        await _best_effort(run, _conflict_ok(run.ctx.store.clear_pending(state)))
+
+
+async def _conflict_ok(call: Awaitable[VncState]) -> VncState | None:
+    """Somebody took the record over since we wrote it: it is theirs now, leave it."""
+    try:
+        return await call
+    except VaultConflictError:
+        return None
 
 
 async def _best_effort_status(run: _Run, status: str, code: str | None) -> None:

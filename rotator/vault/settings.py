@@ -61,6 +61,10 @@ class VaultSettings(VaultConfig):
             )
         if self.auth_method == "kubernetes" and not self.kubernetes_role:
             raise ConfigError("auth_method = 'kubernetes' needs kubernetes_role", key="vault")
+        if not self.pending_path:
+            # Next to the vnc path, so two configs with their own vnc paths never share it.
+            parent = self.vnc_path.rpartition("/")[0]
+            object.__setattr__(self, "pending_path", f"{parent}/pending" if parent else "pending")
         for key in ("kv_mount", "root_path", "vnc_path", "runs_path", "pending_path"):
             value = getattr(self, key)
             if not value or value.startswith("/") or value.endswith("/") or ".." in value:

@@ -41,6 +41,7 @@ class VaultPaths:
 
     @property
     def pending_path(self) -> str:
+        """Not configured: rotator puts it next to ``vnc_path``."""
         return f"{self.prefix}/pending"
 
     def settings(self, server: OpenBaoServer, **overrides: object) -> VaultSettings:
@@ -51,7 +52,6 @@ class VaultPaths:
             "root_path": self.root_path,
             "vnc_path": self.vnc_path,
             "runs_path": self.runs_path,
-            "pending_path": self.pending_path,
             "max_workers": 4,
             "timeout": 5.0,
         }
