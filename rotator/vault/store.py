@@ -271,8 +271,8 @@ class VaultStore:
 
     async def _migrate(self, state: VncState, data: Mapping[str, Any]) -> VncState:
         """Move an old-layout ``pending_password`` (and its claim) to the pending record, then
-        drop it from the vnc record. Create-only (CAS 0) so it never overwrites a newer pending
-        record; the vnc rewrite is a CAS on the version read."""
+        drop it from the vnc record. Both writes are check-and-set; a pending record already in
+        flight with another password is never overwritten (the cluster may have either)."""
         cluster_id = state.cluster_id
         pending_path = self.pending_path(cluster_id)
         moved: dict[str, object] = {"cluster_id": cluster_id}
@@ -282,14 +282,21 @@ class VaultStore:
         for key in ("claim_owner", "claim_until", "region"):
             if _text(data.get(key)):
                 moved[key] = data[key]
-        try:
-            await self.client.kv_write(self.settings.kv_mount, pending_path, moved, cas=0)
-        except VaultConflictError:
-            # A pending record exists already: it is newer than the old layout's value only if
-            # this rotator version wrote it, which it does only after migrating. Keep both safe.
-            existing = await self.read_pending(cluster_id)
-            if existing is None or existing.password != _secret(data.get("pending_password")):
-                raise
+        legacy = _secret(data.get("pending_password"))
+        existing = await self.read_pending(cluster_id)
+        if existing is not None and existing.password not in (None, state.password, legacy):
+            # Two different passwords in flight: only a mix of rotator versions can do this.
+            # Keep both and let a person decide which one the cluster has.
+            raise VaultError(
+                f"{self.cli_path(cluster_id)} has an old-layout pending_password and "
+                f"{self.settings.kv_mount}/{pending_path} holds another one; check which one "
+                "the cluster has, keep it in one place and delete the other",
+                code="PendingMigrationConflict",
+                cluster_id=cluster_id,
+            )
+        if existing is None or existing.password != legacy or legacy is None:
+            cas = existing.version if existing is not None else 0
+            await self.client.kv_write(self.settings.kv_mount, pending_path, moved, cas=cas)
         log.info("migrated_pending_password", cluster_id=cluster_id)
         migrated = await self._write_vnc(state, self._current(state, None))
         return replace(migrated, pending_version=0)

@@ -486,3 +486,55 @@ async def test_a_stop_request_parks_a_rotation_waiting_on_a_long_retry(env: Env)
     assert outcome.code == "Interrupted"
     await env.assert_invariant("c-1")
     assert (await env.vault_password("c-1"))[1] is None, "nothing was applied: pending cleared"
+
+
+class CountingClient(VaultClient):
+    """Counts the HTTP requests rotator makes to OpenBao (one per ``request``)."""
+
+    requests: list[str]
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.requests.append(f"{method} {path.split('/', 2)[1]}")
+        return await super().request(method, path, **kwargs)
+
+
+async def test_a_rotation_costs_at_most_four_vault_requests(env: Env) -> None:
+    """Issue 10, section 5: read the committed record, stage (CAS on the pending version the
+    last commit recorded), commit, status. The root credential comes with the target, as the
+    inventory reads it."""
+    client = CountingClient(env.paths.settings(env.server))
+    client.requests = []
+    env.clients.append(client)
+    store = VaultStore(client)
+    root = await env.store.read_root("c-1")
+    for round_ in range(3):
+        client.requests.clear()
+        ctx = env.context(store=store, owner=f"run-{round_}")
+        outcome = await rotate_cluster(Target("c-1", "cn-hangzhou", root=root), ctx)
+        assert outcome.outcome is Outcome.ROTATED
+        assert len(client.requests) <= 4, client.requests
+    assert client.requests == ["GET data", "POST data", "POST data", "PATCH metadata"]
+    await env.assert_invariant("c-1")
+
+
+async def test_an_old_layout_pending_password_is_migrated_and_reapplied(env: Env) -> None:
+    """A secret written by an older rotator kept pending_password in the vnc record (maybe
+    live on the cluster). The first rotation moves it, re-applies it, then rotates."""
+    path = f"{env.paths.vnc_path}/c-1"
+    current = await env.store.client.kv_read("secret", path)
+    assert current is not None
+    old = dict(current["data"])
+    old.pop("pending_version", None)
+    old.update(pending_password="Old123", pending_since="2025-01-01T00:00:00Z")
+    await env.store.client.kv_write("secret", path, old)
+    env.api.clusters["c-1"].vnc_password = "Old123"  # the old run's apply went through
+    await env.assert_invariant("c-1")
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED
+    first, fresh = env.api.sent("c-1")
+    assert first == "Old123"
+    assert await env.vault_password("c-1") == (fresh, None)
+    data = (await env.store.client.kv_read("secret", path) or {})["data"]
+    assert "pending_password" not in data

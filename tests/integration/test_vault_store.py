@@ -364,3 +364,20 @@ async def test_a_person_reads_the_password_with_the_bao_cli(
     await _rotate(store, await store.read_vnc(CLUSTER), "Pq45rs", "req-1")
     result = await run_bao(openbao, "kv", "get", "-field=password", store.cli_path(CLUSTER))
     assert (result.returncode, result.stdout) == (0, "Pq45rs")
+
+
+async def test_migration_never_overwrites_another_password_in_flight(
+    store: VaultStore, vault_paths: VaultPaths
+) -> None:
+    staged = await store.stage_pending(await store.read_vnc(CLUSTER), Secret("New111"), region="r")
+    assert staged.pending is not None
+    old = {"cluster_id": CLUSTER, "password": "Cur000", "pending_password": "Old222"}
+    await store.client.kv_write("secret", f"{vault_paths.vnc_path}/{CLUSTER}", old)
+    with pytest.raises(VaultError) as caught:
+        await store.read_vnc(CLUSTER)
+    assert caught.value.code == "PendingMigrationConflict"
+    assert "Old222" not in str(caught.value)
+    assert "New111" not in str(caught.value)
+    after = await store.read_pending(CLUSTER)
+    assert after is not None
+    assert after.password == Secret("New111")
