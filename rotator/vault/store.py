@@ -49,7 +49,7 @@ from rotator.engine.model import (
     format_time,
     parse_time,
 )
-from rotator.errors import ConfigError, VaultConflictError, VaultError, VaultUnavailableError
+from rotator.errors import ConfigError, VaultError, VaultUnavailableError
 from rotator.secret import Secret
 from rotator.vault.client import JsonDict, VaultClient, VaultNotFoundError
 from rotator.vault.settings import VaultSettings
