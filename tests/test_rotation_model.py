@@ -25,7 +25,6 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -339,9 +338,7 @@ RotationModel.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_rotation_model = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")(
-    RotationModel.TestCase
-)
+test_rotation_model = RotationModel.TestCase
 
 
 def test_finding_1_a_stop_never_clears_a_rivals_pending_password() -> None:
