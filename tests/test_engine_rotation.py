@@ -15,7 +15,7 @@ from rotator.engine.model import RootCredential
 from rotator.engine.ratelimit import RateLimit, RegionLimiter
 from rotator.engine.report import ClusterOutcome, Outcome, RunStatus, RunSummary
 from rotator.engine.retry import Backoff, RetryPolicy
-from rotator.engine.rotation import RotationContext, Target, rotate_cluster
+from rotator.engine.rotation import RotationContext, Target, not_running_outcome, rotate_cluster
 from rotator.errors import TerminalApiError, VaultUnavailableError
 from rotator.passwords import LocalPasswordSource
 from rotator.secret import Secret
@@ -263,3 +263,23 @@ async def test_a_leftover_pending_password_is_applied_first_then_a_fresh_one() -
     assert env.store.current("c-1") == Secret(fresh)
     versions = [v.get("password") for v in env.store.vnc["c-1"].versions]
     assert versions[-2:] == [Secret("left01"), Secret(fresh)], "one version per password"
+
+
+async def test_finding_11_a_cluster_listed_as_stopped_with_a_pending_password_is_pending() -> None:
+    """ListClusters says the cluster is stopped, so the batch does not rotate it; but an earlier
+    run left a password that may be live: the summary must say so, not 'skipped'."""
+    env = Env()
+    record = env.store._pending("c-1")
+    record.versions.append({"password": Secret("left01"), "staged_at": T0})
+    outcome = await not_running_outcome(target(status="Stopped"), env.context())
+    assert (outcome.outcome, outcome.code) == (Outcome.PENDING, "ClusterNotRunning")
+    assert outcome.message is not None
+    assert "Stopped" in outcome.message
+    assert env.store.pending_password("c-1") == Secret("left01"), "kept"
+    assert env.api.calls == []
+
+
+async def test_a_cluster_listed_as_stopped_with_nothing_pending_is_skipped() -> None:
+    env = Env()
+    outcome = await not_running_outcome(target(status="Stopped"), env.context())
+    assert (outcome.outcome, outcome.code) == (Outcome.SKIPPED, "ClusterNotRunning")

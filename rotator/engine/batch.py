@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import structlog
 
 from rotator.engine.report import ClusterOutcome, Outcome, RunSummary
-from rotator.engine.rotation import RotationContext, Target, rotate_cluster
+from rotator.engine.rotation import RotationContext, Target, not_running_outcome, rotate_cluster
 from rotator.errors import ConfigError, RotatorError
 
 __all__ = ["FailureThreshold", "run_batch"]
@@ -160,7 +160,10 @@ async def run_batch(
 
     for target in interleave_regions(dedupe(targets)):
         if target.status is not None and target.status != "running":
-            skip(target, Outcome.SKIPPED, "ClusterNotRunning", f"status is {target.status}")
+            # Not rotated; but "pending" if an earlier run left a password on it (finding 11).
+            result = await not_running_outcome(target, ctx)
+            outcomes.append(result)
+            ctx.hooks.outcome(result)
             continue
         if reason := stopping():
             skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)

@@ -48,6 +48,7 @@ class OutcomeCode(enum.StrEnum):
     INTERRUPTED = "Interrupted"
     """SIGTERM/SIGINT (the run's stop event) ended the rotation."""
     NOT_DUE = "NotDue"
+    CLUSTER_NOT_RUNNING = "ClusterNotRunning"
     REGION_UNKNOWN = "RegionUnknown"
     INVALID_REGION = "InvalidRegion"
     INVALID_GENERATED_PASSWORD = "InvalidGeneratedPassword"  # noqa: S105 - a code, not a secret

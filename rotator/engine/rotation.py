@@ -52,7 +52,7 @@ from rotator.errors import (
 from rotator.passwords import InvalidPasswordError, PasswordSource, is_valid_vnc_password
 from rotator.secret import Secret
 
-__all__ = ["RotationContext", "Target", "rotate_cluster"]
+__all__ = ["RotationContext", "Target", "not_running_outcome", "rotate_cluster"]
 
 log = structlog.get_logger("rotator.engine")
 
@@ -300,6 +300,27 @@ async def rotate_cluster(target: Target, ctx: RotationContext) -> ClusterOutcome
             request_id=outcome.request_id,
         )
         return outcome
+
+
+async def not_running_outcome(target: Target, ctx: RotationContext) -> ClusterOutcome:
+    """The outcome of a cluster the inventory lists as not running (it is not rotated): pending
+    when an earlier run left a password that may be live on it (finding 11), else skipped."""
+    run = _Run(target=target, ctx=ctx, started=ctx.clock())
+    message = f"status is {target.status}"
+    with structlog.contextvars.bound_contextvars(cluster_id=target.cluster_id):
+        state = await _best_effort(run, ctx.store.read_vnc(target.cluster_id))
+        if state is not None and state.in_flight is not None:
+            outcome = run.outcome(
+                Outcome.PENDING,
+                code=OutcomeCode.CLUSTER_NOT_RUNNING,
+                message=f"{message}; a password that may be live is pending and kept",
+            )
+            await _best_effort_status(run, "pending", OutcomeCode.CLUSTER_NOT_RUNNING)
+        else:
+            outcome = run.outcome(
+                Outcome.SKIPPED, code=OutcomeCode.CLUSTER_NOT_RUNNING, message=message
+            )
+    return outcome
 
 
 async def _rotate(run: _Run) -> ClusterOutcome:

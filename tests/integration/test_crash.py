@@ -75,10 +75,19 @@ async def test_sigkill_at_random_points_never_loses_a_password(
 
     # A clean rerun converges: claims of the dead runs expire, pending passwords are re-applied.
     final = await fleet.cli("rotate", "--all", "--json")
-    assert final.code == 0, final.stderr[-3000:]
-    assert json.loads(final.stdout)["status"] == "Success"
-    assert await fleet.committed_mismatches() == {}
     clusters = await fleet.admin_clusters()
+    report = json.loads(final.stdout)
+    # A stopped cluster may keep a dead run's pending password (it may have been applied before
+    # the cluster stopped): reported as "pending", which makes the run PartFailure (finding 11).
+    for row in report["clusters"]:
+        if clusters[row["cluster_id"]]["status"] == "running":
+            assert row["outcome"] == "rotated", row
+        else:
+            assert row["outcome"] in ("skipped", "pending"), row
+    pending = report["counts"]["pending"]
+    assert (final.code, report["status"]) == ((3, "PartFailure") if pending else (0, "Success"))
+    assert await fleet.vault_mismatches() == {}
+    assert await fleet.committed_mismatches() == {}
     async with fleet.store() as store:
         for cluster_id, cluster in clusters.items():
             state = await store.read_vnc(cluster_id)
