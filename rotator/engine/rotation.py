@@ -227,7 +227,10 @@ class _Run:
             attempt=attempt,
             api_calls=self.attempts,
         )
-        await self.wait_holding_claim(delay, error)
+        if schedule is self.ctx.retry.vault:
+            await self.pause(delay, error)  # renewing needs the Vault that just failed
+        else:
+            await self.wait_holding_claim(delay, error)
 
     async def wait_holding_claim(self, seconds: float, error: RotatorError | None) -> None:
         """Sleep without letting our claim lapse: a throttled retry-after or a ConflictOpt wait
@@ -398,6 +401,9 @@ async def _call_api(run: _Run, root: RootCredential, password: Secret) -> Modify
     """The API call; on a stop (SIGTERM) it gets ``stop_grace`` seconds to finish, then it is
     cancelled and its password counts as possibly applied (issue 9, finding 9)."""
     ctx, target = run.ctx, run.target
+    if ctx.stop is not None and ctx.stop.is_set():
+        # Stopping: send nothing new (the password staged for it was never sent).
+        raise _Park(Outcome.FAILED, None, code=OutcomeCode.INTERRUPTED)
     call = asyncio.ensure_future(
         ctx.api.modify_visual_service_passwd(
             region=target.region,
