@@ -16,7 +16,7 @@ from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer
 from rotator.vault.setup import vault_setup
 from rotator.vault.store import VaultStore, VncState
-from tests.support.vault import VaultPaths, run_bao
+from tests.support.vault import VaultPaths, create_token, run_bao
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -381,3 +381,21 @@ async def test_migration_never_overwrites_another_password_in_flight(
     after = await store.read_pending(CLUSTER)
     assert after is not None
     assert after.password == Secret("New111")
+
+
+async def test_the_rotator_policy_allows_pruning_run_reports_and_the_pending_path(
+    openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    settings = vault_paths.settings(openbao, runs_keep=1)
+    async with VaultClient(settings) as admin:
+        await vault_setup(admin, settings)
+        token = await create_token(admin, policies=["rotator"])
+    async with VaultClient(vault_paths.settings(openbao, token=token, runs_keep=1)) as client:
+        store = VaultStore(client)
+        await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+        assert (await store.read_vnc(CLUSTER)).password == Secret("Ab12cd")
+        await store.write_run_report("20260101T000000Z-aaa", {"n": 1})
+        await store.write_run_report("20260101T000001Z-bbb", {"n": 2})
+        assert await store.prune_run_reports() == []  # nothing left to prune: it worked
+        assert await store.read_run_report("20260101T000000Z-aaa") is None
+        assert await store.read_run_report("20260101T000001Z-bbb") == {"n": 2}
