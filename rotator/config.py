@@ -126,6 +126,9 @@ class VaultConfig:
     root_path: str = "ehpc/root"
     vnc_path: str = "ehpc/vnc"
     runs_path: str = "ehpc/runs"
+    pending_path: str = ""
+    """The rotation in flight; "" = ``pending`` next to ``vnc_path`` (ehpc/vnc -> ehpc/pending)."""
+    runs_keep: int = 200
     max_workers: int = 16
     timeout: float = _duration("10s")
     history_versions: int = 50

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rotator.engine.due import decide
+from rotator.engine.model import PendingState, VncState
 from rotator.engine.rotation import Target
 from rotator.secret import Secret
-from rotator.vault.store import VncState
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 DAY = 86400.0
@@ -32,7 +32,9 @@ def _state(
         cluster_id=TARGET.cluster_id,
         version=3,
         password=Secret("Ab12cd") if rotated else None,
-        pending_password=Secret("Zz98yy") if pending else None,
+        pending=PendingState(TARGET.cluster_id, version=1, password=Secret("Zz98yy"))
+        if pending
+        else None,
         rotated_at=rotated,
         custom_metadata=custom,
     )

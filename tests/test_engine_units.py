@@ -278,6 +278,7 @@ def test_summary_success() -> None:
         "failed": 0,
         "commit_failed": 0,
         "not_attempted": 0,
+        "pending": 0,
     }
     assert summary.failures_by_code() == {}
 
@@ -409,3 +410,62 @@ def test_regions_are_interleaved_so_every_regions_rate_limit_is_used() -> None:
     mixed = [t.cluster_id for t in interleave_regions(targets)]
 
     assert mixed == ["a-0", "b-0", "c-0", "a-1", "b-1", "c-1", "a-2", "b-2", "c-2", "a-3"]
+
+
+# -- one backoff curve, the code table, the engine's dependencies ----------------------------
+
+
+def test_one_exponential_curve_capped() -> None:
+    from rotator.engine.retry import exponential
+
+    assert [exponential(n, 0.5, 3.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert exponential(10_000, 1.0, 30.0) == 30.0  # no overflow for a long outage
+    assert exponential(0, 1.0, 30.0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "applied", "schedule"),
+    [
+        ("AgentError", 403, True, "general"),
+        ("ExecFail", 403, True, "general"),
+        ("UnknownError", 500, True, "general"),
+        ("SomethingNew", 502, True, "general"),  # an unknown 5xx may come after the change
+        ("ConflictOpt", 403, False, "conflict"),
+        ("Throttling.User", 400, False, "throttle"),
+        ("Throttling.Brand.New", 400, False, "throttle"),
+        ("ConnectionFailed", None, False, "general"),  # never connected: nothing sent
+        ("SignatureNonceUsed", 400, False, "general"),
+    ],
+)
+def test_the_code_table_says_what_may_have_applied_and_which_schedule(
+    code: str, status: int | None, applied: bool, schedule: str
+) -> None:
+    from rotator.ehpc.codes import info_for
+
+    info = info_for(code, status)
+    assert (info.may_have_applied, info.schedule.value) == (applied, schedule)
+
+
+def test_the_engine_imports_neither_vault_nor_config() -> None:
+    import ast
+    from pathlib import Path
+
+    import rotator.engine
+
+    folder = Path(rotator.engine.__file__).parent
+    # runtime.py is the wiring: it builds the Vault store and reads the config for the rest.
+    for path in sorted(folder.glob("*.py")):
+        name = path.name
+        if name == "runtime.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {
+            node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        } | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        bad = {m for m in imported if m.startswith(("rotator.vault", "rotator.config"))}
+        assert not bad, f"engine/{name} imports {bad}"

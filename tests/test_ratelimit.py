@@ -264,7 +264,7 @@ def test_a_fixed_rate_counts_throttling_but_keeps_its_pace() -> None:
 
 def test_the_limiter_follows_the_ehpc_settings() -> None:
     from rotator.config import EhpcSettings
-    from rotator.engine.ratelimit import limiter_from
+    from rotator.engine.runtime import limiter_from
     from rotator.errors import ConfigError
 
     limiter = limiter_from(EhpcSettings())

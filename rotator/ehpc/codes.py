@@ -6,6 +6,7 @@ simulator answers with the documented HTTP status for a code.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from rotator.errors import (
@@ -17,7 +18,17 @@ from rotator.errors import (
     ThrottledError,
 )
 
-__all__ = ["CODES", "CodeInfo", "error_for_code", "info_for"]
+__all__ = ["CODES", "CodeInfo", "Schedule", "error_for_code", "info_for"]
+
+
+class Schedule(enum.StrEnum):
+    """Which retry schedule a retryable code waits on (the values live in ``[retry]``)."""
+
+    GENERAL = "general"
+    CONFLICT = "conflict"
+    """Another operation runs on the cluster: minutes, not seconds."""
+    THROTTLE = "throttle"
+    """Flow control; ``x-acs-retry-after`` wins when the gateway sends it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +38,15 @@ class CodeInfo:
     scope: ErrorScope
     hint: str
     """What a person should do about it."""
+    may_have_applied: bool = False
+    """The answer can come after the cluster acted on the request (from behind the gateway),
+    so the password sent must be kept as possibly live."""
+    schedule: Schedule = Schedule.GENERAL
 
 
 _R, _T = RetryClass.RETRYABLE, RetryClass.TERMINAL
 _C, _A = ErrorScope.CLUSTER, ErrorScope.ACCOUNT
+_SLOW_DOWN = "flow control; lower the configured rate"
 
 CODES: dict[str, CodeInfo] = {
     # E-HPC's own codes (see shared/ehpc-api.md).
@@ -38,24 +54,30 @@ CODES: dict[str, CodeInfo] = {
     "NotEnabled": CodeInfo(400, _T, _A, "enable the E-HPC service for this account"),
     "InDebt": CodeInfo(400, _T, _A, "the account has overdue payments; settle them"),
     "InvalidClusterStatus": CodeInfo(403, _T, _C, "the cluster is not running; retry when it is"),
-    "ConflictOpt": CodeInfo(403, _R, _C, "another operation is running on the cluster"),
-    "AgentError": CodeInfo(403, _R, _C, "the cluster-side agent failed; check the cluster"),
+    "ConflictOpt": CodeInfo(
+        403, _R, _C, "another operation is running on the cluster", schedule=Schedule.CONFLICT
+    ),
+    "AgentError": CodeInfo(
+        403, _R, _C, "the cluster-side agent failed; check the cluster", may_have_applied=True
+    ),
     "IncorrectCredential": CodeInfo(
         403, _T, _C, "the root password stored in Vault is wrong; fix ehpc/root/<ClusterId>"
     ),
-    "ExecFail": CodeInfo(403, _T, _C, "the command failed on the cluster; check its logs"),
+    "ExecFail": CodeInfo(
+        403, _T, _C, "the command failed on the cluster; check its logs", may_have_applied=True
+    ),
     "ClusterNotFound": CodeInfo(404, _T, _C, "no such cluster; remove it from the inventory"),
-    "AliyunError": CodeInfo(406, _R, _C, "an Alibaba Cloud product error"),
+    "AliyunError": CodeInfo(406, _R, _C, "an Alibaba Cloud product error", may_have_applied=True),
     "NotAuthorized": CodeInfo(
         407, _T, _A, "the RAM identity lacks ehpc:ModifyVisualServicePasswd; grant the policy"
     ),
     "PartFailure": CodeInfo(409, _T, _C, "part of a batch operation failed"),
-    "UnknownError": CodeInfo(500, _R, _C, "unknown server error"),
-    "ServiceUnavailable": CodeInfo(503, _R, _C, "temporary server failure"),
+    "UnknownError": CodeInfo(500, _R, _C, "unknown server error", may_have_applied=True),
+    "ServiceUnavailable": CodeInfo(503, _R, _C, "temporary server failure", may_have_applied=True),
     # Codes of the OpenAPI gateway in front of every product.
-    "Throttling": CodeInfo(400, _R, _C, "flow control; lower the configured rate"),
-    "Throttling.User": CodeInfo(400, _R, _C, "flow control; lower the configured rate"),
-    "Throttling.Api": CodeInfo(400, _R, _C, "flow control; lower the configured rate"),
+    "Throttling": CodeInfo(400, _R, _C, _SLOW_DOWN, schedule=Schedule.THROTTLE),
+    "Throttling.User": CodeInfo(400, _R, _C, _SLOW_DOWN, schedule=Schedule.THROTTLE),
+    "Throttling.Api": CodeInfo(400, _R, _C, _SLOW_DOWN, schedule=Schedule.THROTTLE),
     # Account-wide gateway codes: every cluster would fail the same way, so the run stops.
     # HTTP statuses as the gateway sends them (shared/ehpc-api.md, the SDK's error handling).
     "SignatureDoesNotMatch": CodeInfo(
@@ -102,7 +124,8 @@ CODES: dict[str, CodeInfo] = {
 _MISSING = CodeInfo(400, _T, _C, "a required parameter is missing (a client bug; report it)")
 _BAD_TOKEN = CodeInfo(400, _T, _A, "the STS security token was refused; check the provider")
 _UNKNOWN_4XX = CodeInfo(400, _T, _C, "unrecognised client error")
-_UNKNOWN_5XX = CodeInfo(500, _R, _C, "unrecognised server error")
+# A 5xx may come after the change happened behind the gateway.
+_UNKNOWN_5XX = CodeInfo(500, _R, _C, "unrecognised server error", may_have_applied=True)
 
 
 def info_for(code: str, http_status: int | None = None) -> CodeInfo:

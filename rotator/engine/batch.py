@@ -23,19 +23,19 @@ import contextlib
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
 
 from rotator.engine.due import decide
+from rotator.engine.model import VncState
 from rotator.engine.ports import Hooks, RotationStore
 from rotator.engine.report import ClusterOutcome, Outcome, RunSummary
-from rotator.engine.rotation import RotationContext, Target, rotate_cluster
+from rotator.engine.rotation import RotationContext, Target, not_running_outcome, rotate_cluster
 from rotator.engine.verification import Verification
 from rotator.errors import ConfigError, RetryClass, RotatorError, VaultError
-from rotator.vault.store import VncState
 
 __all__ = ["FailureThreshold", "run_batch"]
 
@@ -128,9 +128,13 @@ class _FirstRead:
     def keep(self, state: VncState) -> None:
         self._states[state.cluster_id] = state
 
-    async def read_vnc(self, cluster_id: str) -> VncState:
+    async def read_vnc(self, cluster_id: str, *, pending: bool = True) -> VncState:
         state = self._states.pop(cluster_id, None)
-        return state if state is not None else await self._store.read_vnc(cluster_id)
+        # The due check read the committed record only: good for the engine's first read
+        # (which wants just that), not for a caller that asks for the pending record too.
+        if state is not None and (not pending or state.pending is not None):
+            return state
+        return await self._store.read_vnc(cluster_id, pending=pending)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)  # every other call goes to the real store
@@ -234,7 +238,14 @@ async def run_batch(
         attempt = 0
         while True:
             try:
-                return await real_store.read_vnc(target.cluster_id)
+                # The committed record alone, as the engine's own first read: reused by it.
+                state = await real_store.read_vnc(target.cluster_id, pending=False)
+                if decide(target, state, now=datetime.now(UTC), default_period=ctx.period).rotate:
+                    return state
+                # About to skip: a crashed run's password in flight lives only in the pending
+                # record, and makes the cluster due whatever its status says.
+                found = await real_store.read_pending(target.cluster_id)
+                return replace(state, pending=found, pending_version=found.version if found else 0)
             except VaultError as exc:
                 ctx.hooks.vault_error(code=exc.code)
                 attempt += 1
@@ -326,7 +337,10 @@ async def run_batch(
     try:
         for target in interleave_regions(dedupe(targets)):
             if target.status is not None and target.status != "running":
-                skip(target, Outcome.SKIPPED, "ClusterNotRunning", f"status is {target.status}")
+                # Not rotated; but "pending" if an earlier run left a password on it (finding 11).
+                result = await not_running_outcome(target, ctx)
+                outcomes.append(result)
+                ctx.hooks.outcome(result)
                 continue
             if reason := stopping():
                 skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)

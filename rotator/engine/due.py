@@ -14,10 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rotator.config import parse_duration
+from rotator.engine.model import VncState, parse_time
 from rotator.engine.rotation import Target
-from rotator.errors import ConfigError
-from rotator.vault.store import VncState, parse_time
 
 __all__ = ["NOT_DUE", "Decision", "decide"]
 
@@ -44,13 +42,8 @@ def _when(value: datetime) -> str:
 
 
 def _period(target: Target, state: VncState, default_period: float) -> float:
-    text = state.custom_metadata.get("rotation_period")
-    if text:
-        try:
-            return parse_duration(text, key="rotation_period")
-        except ConfigError:
-            pass  # the rotation logs the bad value; the inventory's or default period applies
-    return target.period or default_period
+    # A person's ``rotation_period`` (parsed by the store; a bad one is logged and ignored there).
+    return state.period_override or target.period or default_period
 
 
 def due_at(target: Target, state: VncState, default_period: float) -> datetime | None:

@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Protocol
 
 from rotator.ehpc.models import Cluster, ModifyResult
+from rotator.engine.model import PendingState, RootCredential, VncState
 from rotator.engine.report import ClusterOutcome
 from rotator.secret import Secret
-from rotator.vault.store import RootCredential, VncState
 
 __all__ = ["ApiClient", "Hooks", "NoHooks", "RotationStore"]
 
@@ -33,25 +33,44 @@ class ApiClient(Protocol):
 
 
 class RotationStore(Protocol):
+    """Two records per cluster, each written only by check-and-set on the version read: the
+    committed password (``VncState``) and the rotation in flight (``PendingState``). A lost CAS
+    raises :class:`~rotator.errors.VaultConflictError`; other failures :class:`VaultError`."""
+
     async def read_root(self, cluster_id: str) -> RootCredential: ...
 
-    async def read_vnc(self, cluster_id: str) -> VncState: ...
+    async def read_vnc(self, cluster_id: str, *, pending: bool = True) -> VncState:
+        """The committed record; with ``pending`` also the pending record (else unread)."""
+        ...
 
-    async def stage_pending(
+    async def read_pending(self, cluster_id: str) -> PendingState | None: ...
+
+    async def stage(
         self,
         state: VncState,
         pending: Secret,
         *,
+        staged_at: datetime,
         region: str | None,
         owner: str | None = None,
         claim_until: datetime | None = None,
-    ) -> VncState: ...
+    ) -> VncState:
+        """Write the pending record (CAS on ``state.pending`` or ``state.pending_version``)."""
+        ...
 
     async def commit(
         self, state: VncState, *, request_id: str, rotated_at: datetime, region: str | None
-    ) -> VncState: ...
+    ) -> VncState:
+        """``state.pending`` becomes the committed password (CAS on ``state.version``)."""
+        ...
 
-    async def clear_pending(self, state: VncState) -> VncState: ...
+    async def clear_pending(self, state: VncState) -> VncState:
+        """Empty the pending record (CAS): only for a password no attempt can have applied."""
+        ...
+
+    async def release(self, state: VncState) -> VncState:
+        """Keep the pending password, end the claim (CAS)."""
+        ...
 
     async def update_status(
         self,

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 
 from asyncio_throttle.throttler import Throttler
 
-from rotator.config import EhpcSettings
 from rotator.errors import ApiError, ConfigError, ThrottledError
 
 __all__ = [
@@ -52,7 +51,6 @@ __all__ = [
     "RateLimit",
     "RegionLimiter",
     "ScopeRate",
-    "limiter_from",
 ]
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h)?\s*$")
@@ -372,18 +370,3 @@ class RegionLimiter:
         if self._account is not None:
             rates[ACCOUNT_SCOPE] = self._account.rate(now)
         return rates
-
-
-def limiter_from(ehpc: EhpcSettings) -> RegionLimiter:
-    """The limiter ``[ehpc]`` describes; ConfigError naming the key on a bad rate."""
-    account = (
-        RateLimit.parse(ehpc.account_rate_limit, key="ehpc.account_rate_limit")
-        if ehpc.account_rate_limit.strip()
-        else None
-    )
-    return RegionLimiter(
-        RateLimit.parse(ehpc.rate_limit),
-        ehpc.rate_limits,
-        account=account,
-        adaptive=DEFAULT_ADAPTIVE if ehpc.adaptive_rate else None,
-    )

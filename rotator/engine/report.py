@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["ClusterOutcome", "Outcome", "RunStatus", "RunSummary", "Verified"]
+__all__ = ["ClusterOutcome", "Outcome", "OutcomeCode", "RunStatus", "RunSummary", "Verified"]
 
 
 class Outcome(enum.StrEnum):
@@ -33,6 +33,29 @@ class Outcome(enum.StrEnum):
     """The API changed the password but Vault could not record it as current; it is safe in
     Vault as ``pending_password`` and the next run finishes the job."""
     NOT_ATTEMPTED = "not_attempted"
+    PENDING = "pending"
+    """Stopped with a password that may be live on the cluster but is not committed (e.g. the
+    cluster stopped, or the run was interrupted mid-call); it is kept in Vault's pending record
+    and the next run re-applies and commits it."""
+
+
+class OutcomeCode(enum.StrEnum):
+    """The engine's own reasons (API and Vault error codes are reported as they come)."""
+
+    ALREADY_ROTATED = "AlreadyRotated"
+    """A password generated after this trigger is already committed (by us or a rival)."""
+    CLAIMED_ELSEWHERE = "ClaimedElsewhere"
+    """Another rotator holds a live claim on the cluster past our deadline."""
+    INTERRUPTED = "Interrupted"
+    """SIGTERM/SIGINT (the run's stop event) ended the rotation."""
+    NOT_DUE = "NotDue"
+    CLUSTER_NOT_RUNNING = "ClusterNotRunning"
+    REGION_UNKNOWN = "RegionUnknown"
+    INVALID_REGION = "InvalidRegion"
+    INVALID_GENERATED_PASSWORD = "InvalidGeneratedPassword"  # noqa: S105 - a code, not a secret
+    COMMIT_FAILED = "CommitFailed"
+    STAGE_CONFLICTS = "StageConflicts"
+    """Lost check-and-set races again and again: somebody else keeps rotating this cluster."""
 
 
 class Verified(enum.StrEnum):
@@ -91,7 +114,8 @@ class ClusterOutcome:
         }
 
 
-_BAD = (Outcome.FAILED, Outcome.COMMIT_FAILED, Outcome.NOT_ATTEMPTED)
+_BAD = (Outcome.FAILED, Outcome.COMMIT_FAILED, Outcome.NOT_ATTEMPTED, Outcome.PENDING)
+_HARD = (Outcome.FAILED, Outcome.COMMIT_FAILED, Outcome.NOT_ATTEMPTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +170,8 @@ class RunSummary:
         bad += self.verification.get(Verified.VERIFY_FAILED.value, 0)
         if bad == 0:
             return RunStatus.SUCCESS
-        if self.counts.get(Outcome.ROTATED.value, 0) == 0:
+        hard = sum(self.counts.get(o.value, 0) for o in _HARD)
+        if hard and self.counts.get(Outcome.ROTATED.value, 0) == 0:
             return RunStatus.FAILURE
         return RunStatus.PART_FAILURE
 

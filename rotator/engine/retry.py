@@ -13,11 +13,47 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from rotator.config import RetrySettings
+from rotator.ehpc.codes import Schedule, info_for
 from rotator.errors import ApiError, RetryClass, RotatorError, ThrottledError
 
-__all__ = ["Backoff", "RetryPolicy"]
+__all__ = ["Backoff", "RetryPolicy", "RetrySettingsLike", "exponential"]
+
+
+def exponential(retry_number: int, initial: float, maximum: float) -> float:
+    """The one backoff curve: ``initial * 2**(n-1)`` capped at ``maximum`` (n >= 1).
+
+    Used by the engine's schedules (under full jitter), the daemon's retry of failed clusters
+    and the event stream's reconnects.
+    """
+    exponent = min(max(retry_number - 1, 0), 60)  # 2**60 s is far past any cap
+    return float(min(maximum, initial * (2**exponent)))
+
+
+class RetrySettingsLike(Protocol):
+    """The ``[retry]`` config section as the engine reads it (the config module is not ours)."""
+
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def initial_wait(self) -> float: ...
+    @property
+    def max_wait(self) -> float: ...
+    @property
+    def conflict_attempts(self) -> int: ...
+    @property
+    def conflict_initial_wait(self) -> float: ...
+    @property
+    def conflict_max_wait(self) -> float: ...
+    @property
+    def throttle_attempts(self) -> int: ...
+    @property
+    def throttle_initial_wait(self) -> float: ...
+    @property
+    def throttle_max_wait(self) -> float: ...
+    @property
+    def vault_attempts(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +65,7 @@ class Backoff:
     max_wait: float
 
     def ceiling(self, retry_number: int) -> float:
-        return float(min(self.max_wait, self.initial_wait * (2 ** (retry_number - 1))))
+        return exponential(retry_number, self.initial_wait, self.max_wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +77,7 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, compare=False)
 
     @classmethod
-    def from_settings(cls, settings: RetrySettings) -> RetryPolicy:
+    def from_settings(cls, settings: RetrySettingsLike) -> RetryPolicy:
         return cls(
             general=Backoff(settings.attempts, settings.initial_wait, settings.max_wait),
             conflict=Backoff(
@@ -58,12 +94,16 @@ class RetryPolicy:
         )
 
     def schedule_for(self, error: RotatorError) -> Backoff:
+        """The code table says which schedule an API code waits on; Vault errors have theirs."""
         if isinstance(error, ThrottledError):
             return self.throttle
-        if isinstance(error, ApiError) and error.code == "ConflictOpt":
-            return self.conflict
         if isinstance(error, ApiError):
-            return self.general
+            schedule = info_for(error.code, error.http_status).schedule
+            return {
+                Schedule.GENERAL: self.general,
+                Schedule.CONFLICT: self.conflict,
+                Schedule.THROTTLE: self.throttle,
+            }[schedule]
         return self.vault
 
     def delay_after(self, error: RotatorError, *, attempt: int) -> float | None:

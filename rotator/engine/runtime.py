@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from rotator.config import Settings
+from rotator.config import EhpcSettings, Settings
 from rotator.ehpc.client import EhpcClient, Endpoints, Timeouts
 from rotator.ehpc.credentials import (
     CredentialProvider,
@@ -31,7 +31,7 @@ from rotator.ehpc.credentials import (
 from rotator.engine.batch import FailureThreshold, run_batch
 from rotator.engine.passwd_guard import PasswdRejections
 from rotator.engine.ports import Hooks, NoHooks
-from rotator.engine.ratelimit import RegionLimiter, limiter_from
+from rotator.engine.ratelimit import DEFAULT_ADAPTIVE, RateLimit, RegionLimiter
 from rotator.engine.report import RunSummary
 from rotator.engine.retry import RetryPolicy
 from rotator.engine.rotation import RotationContext, Target
@@ -51,9 +51,24 @@ from rotator.vault.settings import VaultSettings
 from rotator.vault.store import VaultStore
 from rotator.verify import RfbVerifier
 
-__all__ = ["Runtime", "new_run_id", "open_runtime", "validate_settings"]
+__all__ = ["Runtime", "limiter_from", "new_run_id", "open_runtime", "validate_settings"]
 
 log = structlog.get_logger("rotator.engine")
+
+
+def limiter_from(ehpc: EhpcSettings) -> RegionLimiter:
+    """The limiter ``[ehpc]`` describes; ConfigError naming the key on a bad rate."""
+    account = (
+        RateLimit.parse(ehpc.account_rate_limit, key="ehpc.account_rate_limit")
+        if ehpc.account_rate_limit.strip()
+        else None
+    )
+    return RegionLimiter(
+        RateLimit.parse(ehpc.rate_limit),
+        ehpc.rate_limits,
+        account=account,
+        adaptive=DEFAULT_ADAPTIVE if ehpc.adaptive_rate else None,
+    )
 
 
 def new_run_id() -> str:

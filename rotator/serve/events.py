@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from rotator.engine.retry import exponential
 from rotator.secret import Secret
 from rotator.serve._aio import wait_event
 from rotator.serve._json import JsonTooDeepError, loads_bounded
@@ -294,7 +295,7 @@ class EventStream:
                     )
                 return
             failures += 1
-            delay = min(self.max_backoff, self.initial_backoff * 2 ** min(failures - 1, 20))
+            delay = exponential(failures, self.initial_backoff, self.max_backoff)
             delay = random.uniform(delay / 2, delay)  # jitter: replicas do not reconnect in step
             await wait_event(stop, delay)
 

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rotator.config import ServeSettings, Settings, parse_duration
+from rotator.engine.retry import exponential
 from rotator.errors import ConfigError
 from rotator.vault.store import parse_time
 
@@ -294,10 +295,7 @@ class Schedule:
             entry.failures, entry.retry_at = 0, None
             return
         entry.failures += 1
-        delay = min(
-            self.settings.retry_max,
-            self.settings.retry_initial * 2 ** min(entry.failures - 1, 30),
-        )
+        delay = exponential(entry.failures, self.settings.retry_initial, self.settings.retry_max)
         entry.retry_at = self.now() + timedelta(seconds=delay)
 
     def release(self, cluster_id: str) -> None:

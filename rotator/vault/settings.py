@@ -53,6 +53,8 @@ class VaultSettings(VaultConfig):
         check_vault_addr(self.addr, allow_insecure_http=self.allow_insecure_http)
         if self.max_workers < 1:
             raise ConfigError("must be >= 1", key="vault.max_workers")
+        if self.runs_keep < 0:
+            raise ConfigError("must be >= 0 (0 keeps every run report)", key="vault.runs_keep")
         if self.timeout <= 0:
             raise ConfigError("must be longer than 0s", key="vault.timeout")
         if self.auth_method == "approle" and not (self.role_id and self.secret_id_file):
@@ -61,7 +63,11 @@ class VaultSettings(VaultConfig):
             )
         if self.auth_method == "kubernetes" and not self.kubernetes_role:
             raise ConfigError("auth_method = 'kubernetes' needs kubernetes_role", key="vault")
-        for key in ("kv_mount", "root_path", "vnc_path", "runs_path"):
+        if not self.pending_path:
+            # Next to the vnc path, so two configs with their own vnc paths never share it.
+            parent = self.vnc_path.rpartition("/")[0]
+            object.__setattr__(self, "pending_path", f"{parent}/pending" if parent else "pending")
+        for key in ("kv_mount", "root_path", "vnc_path", "runs_path", "pending_path"):
             value = getattr(self, key)
             if not value or value.startswith("/") or value.endswith("/") or ".." in value:
                 raise ConfigError(

@@ -69,7 +69,7 @@ PASSWORD_POLICY_FILE = "ehpc-vnc-password.hcl"  # noqa: S105 - a file name, not 
 """The current rule's; ``passwords.rule`` picks another (``PasswordRule.policy_file``)."""
 
 _PLACEHOLDER = re.compile(
-    r"\{(kv_mount|root_path|vnc_path|runs_path|password_policy|leases_path|checkout_path|trigger_path)\}"
+    r"\{(kv_mount|root_path|vnc_path|runs_path|password_policy|pending_path|leases_path|checkout_path|trigger_path)\}"
 )
 _DIGEST = re.compile(r"^# rotator-digest: sha256:([0-9a-f]{64})\n", re.MULTILINE)
 _HOUR = 3600
@@ -156,6 +156,7 @@ def render_policy(
         "root_path": settings.root_path,
         "vnc_path": settings.vnc_path,
         "runs_path": settings.runs_path,
+        "pending_path": settings.pending_path,
         "password_policy": password_policy,
         # Check-out leases live next to the VNC secrets (rotator.leases.vault.lease_paths).
         "leases_path": posixpath.join(posixpath.dirname(settings.vnc_path.strip("/")), "leases"),

@@ -2,18 +2,28 @@
 
     store = VaultStore(VaultClient(settings))
     root = await store.read_root("ehpc-hz-123")          # secret/ehpc/root/<id>, read-only input
-    state = await store.read_vnc("ehpc-hz-123")          # secret/ehpc/vnc/<id>, version v
-    state = await store.stage_pending(state, new, region="cn-hangzhou")   # CAS on v
+    state = await store.read_vnc("ehpc-hz-123")          # secret/ehpc/vnc/<id> (+ pending)
+    state = await store.stage(state, new, staged_at=now, region="cn-hangzhou", owner=run_id,
+                              claim_until=now + ttl)     # secret/ehpc/pending/<id>, CAS
     state = await store.commit(state, request_id=rid, rotated_at=now, region="cn-hangzhou")
 
-``<kv_mount>/<vnc_path>/<ClusterId>`` holds ``password``, ``cluster_id``, ``region``,
-``rotated_at`` (ISO 8601 UTC) and ``request_id``; while a rotation is in flight also
-``pending_password``, ``pending_since`` and the claim (``claim_owner``, ``claim_until``). Every
-write is a check-and-set on the version that was read, so two writers can never both win, and the
-KV versions are the audit history. A person reads the current password with
-``bao kv get -field=password secret/ehpc/vnc/<ClusterId>``.
+``<kv_mount>/<vnc_path>/<ClusterId>`` holds what the cluster really had: ``password``,
+``cluster_id``, ``region``, ``staged_at`` (when that password was generated), ``rotated_at``
+(when it was committed), ``request_id`` and ``pending_version``. One version per rotation, so
+the KV versions are the password history; readers see nothing else.
 
-Custom metadata on the same secret carries the status for people and ``rotator status``:
+``<kv_mount>/<pending_path>/<ClusterId>`` (private to rotator) holds the rotation in flight:
+``password``, ``staged_at``, ``region`` and the claim (``claim_owner``, ``claim_until``). It is
+never deleted: a commit records the pending version it made current (``pending_version``), so
+afterwards the pending record equals the current password and is recognised as committed; the
+next rotation overwrites it with check-and-set on that version, which also proves nobody staged
+in between. The real password is always ``vnc.password`` or ``pending.password``.
+
+Every write is a check-and-set on the version that was read, so two writers can never both win.
+Secrets written by older versions kept ``pending_password`` inside the vnc record; they are moved
+to the pending record on first touch.
+
+Custom metadata on the vnc secret carries the status for people and ``rotator status``:
 ``status``, ``last_rotated_at``, ``next_rotation_at``, ``last_error_code``, ``last_request_id``,
 ``attempts``, and ``rotation_period`` (set by people to override the period of one cluster).
 """
@@ -25,16 +35,28 @@ import enum
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from rotator.errors import VaultError, VaultUnavailableError
+import structlog
+
+from rotator.config import parse_duration
+from rotator.engine.model import (
+    PendingState,
+    RootCredential,
+    VncState,
+    format_time,
+    parse_time,
+)
+from rotator.errors import ConfigError, VaultError, VaultUnavailableError
 from rotator.secret import Secret
 from rotator.vault.client import JsonDict, VaultClient, VaultNotFoundError
 from rotator.vault.settings import VaultSettings
 
 __all__ = ["RootCredential", "VaultStore", "VncState", "format_time", "parse_time"]
+
+log = structlog.get_logger("rotator.vault")
 
 # Re-reads when the secret is created between the data read and the metadata read.
 _READ_RACE_RETRIES = 3
@@ -47,7 +69,10 @@ _OWNED_KEYS = frozenset(
         "cluster_id",
         "region",
         "rotated_at",
+        "staged_at",
         "request_id",
+        "pending_version",
+        # The old layout's in-flight keys, moved to the pending record on first touch.
         "pending_password",
         "pending_since",
         "claim_owner",
@@ -55,24 +80,6 @@ _OWNED_KEYS = frozenset(
     }
 )
 """Data keys rotator manages; any other key a person adds is carried over on every write."""
-
-
-def format_time(value: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` (naive datetimes are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(value: object) -> datetime | None:
-    """The inverse of :func:`format_time`; None for absent or unreadable values."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _text(value: object) -> str | None:
@@ -83,42 +90,23 @@ def _secret(value: object) -> Secret | None:
     return Secret(value) if isinstance(value, str) and value else None
 
 
-@dataclass(frozen=True, slots=True)
-class RootCredential:
-    """The cluster's root login, which authorises ``ModifyVisualServicePasswd``."""
-
-    cluster_id: str
-    user: str
-    password: Secret
-    region: str | None
-    vnc_host: str | None = None
-    """Where the VNC check connects (``{host}`` of verify.url), if set in the secret."""
+def _int(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload, no-any-return]
+    except (TypeError, ValueError):
+        return 0
 
 
-@dataclass(frozen=True, slots=True)
-class VncState:
-    """One read of ``<vnc_path>/<ClusterId>``: what the next check-and-set write builds on."""
-
-    cluster_id: str
-    version: int = 0
-    """KV version read; 0 = the secret does not exist yet (a CAS write of 0 creates it)."""
-    password: Secret | None = None
-    pending_password: Secret | None = None
-    pending_since: datetime | None = None
-    region: str | None = None
-    rotated_at: datetime | None = None
-    request_id: str | None = None
-    custom_metadata: dict[str, str] = field(default_factory=dict)
-    claim_owner: str | None = None
-    """Who is applying ``pending_password`` right now (run or replica id)."""
-    claim_until: datetime | None = None
-    """Until when the claim protects the apply; a stale claim may be taken over."""
-    extra: dict[str, object] = field(default_factory=dict, repr=False)
-    """Data keys added by people; preserved on every write."""
-
-    @property
-    def exists(self) -> bool:
-        return self.version > 0
+def _period(custom: Mapping[str, str]) -> float | None:
+    """A person may set ``rotation_period`` (e.g. ``7d``) in the secret's custom metadata."""
+    text = custom.get("rotation_period")
+    if not text:
+        return None
+    try:
+        return parse_duration(text, key="rotation_period")
+    except ConfigError:
+        log.warning("ignored_rotation_period", value=text)
+        return None
 
 
 class VaultStore:
@@ -146,6 +134,9 @@ class VaultStore:
 
     def vnc_path(self, cluster_id: str) -> str:
         return f"{self.settings.vnc_path}/{self._segment(cluster_id, 'cluster id')}"
+
+    def pending_path(self, cluster_id: str) -> str:
+        return f"{self.settings.pending_path}/{self._segment(cluster_id, 'cluster id')}"
 
     def runs_path(self, run_id: str) -> str:
         return f"{self.settings.runs_path}/{self._segment(run_id, 'run id')}"
@@ -196,55 +187,120 @@ class VaultStore:
         keys = await self.client.kv_list(self.settings.kv_mount, self.settings.root_path)
         return sorted(k for k in keys if not k.endswith("/"))
 
-    # -- VNC secret (output) ----------------------------------------------------------------
+    # -- VNC secret (output) and the pending record (private) -------------------------------
 
-    async def read_vnc(self, cluster_id: str) -> VncState:
-        """One KV read: data, version and custom metadata together.
-
-        A cluster that never had a password may still have status metadata (a failure before
-        its first rotation); only then is a second (metadata) read needed.
+    async def read_vnc(self, cluster_id: str, *, pending: bool = True) -> VncState:
+        """The committed record with its custom metadata and, unless ``pending`` is False, the
+        pending record too (a second read). The engine's happy path reads only the first: its
+        check-and-set stage finds out whether anything is in flight.
         """
         mount, path = self.settings.kv_mount, self.vnc_path(cluster_id)
+        entry = await self.client.kv_read(mount, path)
+        if entry is None and pending:
+            entry = await self._metadata_only(cluster_id)
+        if entry is None:
+            state = VncState(cluster_id=cluster_id)
+        else:
+            state = self._state(cluster_id, entry.get("data") or {}, entry.get("metadata") or {})
+        data = (entry or {}).get("data") or {}
+        if data.get("pending_password") or data.get("claim_owner"):
+            state = await self._migrate(state, data)
+        if pending:
+            found = await self.read_pending(cluster_id)
+            # The record is known absent: a stage creates it (check-and-set 0).
+            state = replace(state, pending=found, pending_version=found.version if found else 0)
+        return state
+
+    async def _metadata_only(self, cluster_id: str) -> JsonDict | None:
+        """A cluster that never had a password may still have status metadata (a failure before
+        its first rotation); people read it with ``rotator status``."""
+        mount, path = self.settings.kv_mount, self.vnc_path(cluster_id)
         for _ in range(_READ_RACE_RETRIES):
-            entry = await self.client.kv_read(mount, path)
-            if entry is not None:
-                break
             metadata = await self.client.kv_metadata(mount, path)
             if metadata is None:
-                return VncState(cluster_id=cluster_id)
-            version = int(metadata.get("current_version") or 0)
-            if version == 0:
-                entry = {
+                return None
+            if int(metadata.get("current_version") or 0) == 0:
+                return {
                     "data": {},
                     "metadata": {"version": 0, "custom_metadata": metadata.get("custom_metadata")},
                 }
-                break
-            # A rival created the first version between our two reads. Returning that version
-            # with empty data would let our CAS write succeed over its live claim: read again.
-        else:
-            raise VaultUnavailableError(
-                f"{mount}/{path} kept changing while it was read; try again",
-                cluster_id=cluster_id,
-            )
-        return self._state(cluster_id, entry.get("data") or {}, entry.get("metadata") or {})
+            # A rival created the first version between our two reads: read it.
+            entry = await self.client.kv_read(mount, path)
+            if entry is not None:
+                return entry
+        raise VaultUnavailableError(
+            f"{mount}/{path} kept changing while it was read; try again", cluster_id=cluster_id
+        )
+
+    async def read_pending(self, cluster_id: str) -> PendingState | None:
+        """The pending record, or None when there never was one."""
+        entry = await self.client.kv_read(self.settings.kv_mount, self.pending_path(cluster_id))
+        if entry is None:
+            return None
+        data: Mapping[str, Any] = entry.get("data") or {}
+        version = int((entry.get("metadata") or {}).get("version") or 0)
+        return self._pending(cluster_id, version, data)
+
+    @staticmethod
+    def _pending(cluster_id: str, version: int, data: Mapping[str, Any]) -> PendingState:
+        return PendingState(
+            cluster_id=cluster_id,
+            version=version,
+            password=_secret(data.get("password")),
+            staged_at=parse_time(data.get("staged_at")),
+            claim_owner=_text(data.get("claim_owner")),
+            claim_until=parse_time(data.get("claim_until")),
+            region=_text(data.get("region")),
+        )
 
     @staticmethod
     def _state(cluster_id: str, data: Mapping[str, Any], metadata: Mapping[str, Any]) -> VncState:
-        custom = metadata.get("custom_metadata") or {}
+        custom = {str(k): str(v) for k, v in (metadata.get("custom_metadata") or {}).items()}
         return VncState(
             cluster_id=cluster_id,
             version=int(metadata.get("version") or 0),
             password=_secret(data.get("password")),
-            pending_password=_secret(data.get("pending_password")),
-            pending_since=parse_time(data.get("pending_since")),
             region=_text(data.get("region")),
             rotated_at=parse_time(data.get("rotated_at")),
+            staged_at=parse_time(data.get("staged_at")),
             request_id=_text(data.get("request_id")),
-            custom_metadata={str(k): str(v) for k, v in custom.items()},
-            claim_owner=_text(data.get("claim_owner")),
-            claim_until=parse_time(data.get("claim_until")),
+            custom_metadata=custom,
+            period_override=_period(custom),
+            pending_version=_int(data.get("pending_version")),
             extra={k: v for k, v in data.items() if k not in _OWNED_KEYS},
         )
+
+    async def _migrate(self, state: VncState, data: Mapping[str, Any]) -> VncState:
+        """Move an old-layout ``pending_password`` (and its claim) to the pending record, then
+        drop it from the vnc record. Both writes are check-and-set; a pending record already in
+        flight with another password is never overwritten (the cluster may have either)."""
+        cluster_id = state.cluster_id
+        pending_path = self.pending_path(cluster_id)
+        moved: dict[str, object] = {"cluster_id": cluster_id}
+        if password := _secret(data.get("pending_password")):
+            moved["password"] = password.reveal()
+            moved["staged_at"] = format_time(parse_time(data.get("pending_since")) or _now())
+        for key in ("claim_owner", "claim_until", "region"):
+            if _text(data.get(key)):
+                moved[key] = data[key]
+        legacy = _secret(data.get("pending_password"))
+        existing = await self.read_pending(cluster_id)
+        if existing is not None and existing.password not in (None, state.password, legacy):
+            # Two different passwords in flight: only a mix of rotator versions can do this.
+            # Keep both and let a person decide which one the cluster has.
+            raise VaultError(
+                f"{self.cli_path(cluster_id)} has an old-layout pending_password and "
+                f"{self.settings.kv_mount}/{pending_path} holds another one; check which one "
+                "the cluster has, keep it in one place and delete the other",
+                code="PendingMigrationConflict",
+                cluster_id=cluster_id,
+            )
+        if existing is None or existing.password != legacy or legacy is None:
+            cas = existing.version if existing is not None else 0
+            await self.client.kv_write(self.settings.kv_mount, pending_path, moved, cas=cas)
+        log.info("migrated_pending_password", cluster_id=cluster_id)
+        migrated = await self._write_vnc(state, self._current(state, None))
+        return replace(migrated, pending_version=0)
 
     @staticmethod
     def _current(state: VncState, region: str | None) -> dict[str, object]:
@@ -257,16 +313,58 @@ class VaultStore:
             data["region"] = region or state.region
         if state.rotated_at is not None:
             data["rotated_at"] = format_time(state.rotated_at)
+        if state.staged_at is not None:
+            data["staged_at"] = format_time(state.staged_at)
         if state.request_id:
             data["request_id"] = state.request_id
+        if state.pending_version:
+            data["pending_version"] = state.pending_version
         return data
 
-    async def _write(self, state: VncState, data: dict[str, object]) -> VncState:
+    async def _write_vnc(self, state: VncState, data: dict[str, object]) -> VncState:
         metadata = await self.client.kv_write(
             self.settings.kv_mount, self.vnc_path(state.cluster_id), data, cas=state.version
         )
         written = {**metadata, "custom_metadata": state.custom_metadata}
-        return self._state(state.cluster_id, data, written)
+        return replace(
+            self._state(state.cluster_id, data, written),
+            pending=state.pending,
+            pending_version=_int(data.get("pending_version")) or state.pending_version,
+        )
+
+    async def _write_pending(self, state: VncState, data: dict[str, object]) -> VncState:
+        """CAS on the pending record read (or, unread, on the version the last commit took)."""
+        cas = state.pending.version if state.pending is not None else state.pending_version
+        metadata = await self.client.kv_write(
+            self.settings.kv_mount, self.pending_path(state.cluster_id), data, cas=cas
+        )
+        version = int(metadata.get("version") or 0)
+        return replace(state, pending=self._pending(state.cluster_id, version, data))
+
+    async def stage(
+        self,
+        state: VncState,
+        pending: Secret,
+        *,
+        staged_at: datetime,
+        region: str | None,
+        owner: str | None = None,
+        claim_until: datetime | None = None,
+    ) -> VncState:
+        """Write ``pending`` to the pending record under a claim (CAS). Raises
+        :class:`VaultConflictError` when somebody staged since ``state`` was read."""
+        data: dict[str, object] = {
+            "cluster_id": state.cluster_id,
+            "password": pending.reveal(),
+            "staged_at": format_time(staged_at),
+        }
+        if region or state.region:
+            data["region"] = region or state.region
+        if owner:
+            data["claim_owner"] = owner
+        if claim_until is not None:
+            data["claim_until"] = format_time(claim_until)
+        return await self._write_pending(state, data)
 
     async def stage_pending(
         self,
@@ -277,47 +375,57 @@ class VaultStore:
         owner: str | None = None,
         claim_until: datetime | None = None,
     ) -> VncState:
-        """Write ``pending`` next to the current password (CAS on ``state.version``).
-
-        Re-staging the same pending password (a retry, or taking over a stale claim) keeps its
-        original ``pending_since``. Raises :class:`VaultConflictError` when somebody wrote first.
-        """
-        data = self._current(state, region)
-        since = state.pending_since if state.pending_password == pending else None
-        data["pending_password"] = pending.reveal()
-        data["pending_since"] = format_time(since or datetime.now(UTC))
-        if owner:
-            data["claim_owner"] = owner
-        if claim_until is not None:
-            data["claim_until"] = format_time(claim_until)
-        return await self._write(state, data)
+        """:meth:`stage`, keeping ``staged_at`` when re-staging the password already pending."""
+        current = state.in_flight
+        same = current is not None and current.password == pending
+        staged_at = (current.staged_at if same and current else None) or _now()
+        return await self.stage(
+            state, pending, staged_at=staged_at, region=region, owner=owner, claim_until=claim_until
+        )
 
     async def commit(
         self, state: VncState, *, request_id: str, rotated_at: datetime, region: str | None
     ) -> VncState:
-        """Make the pending password current and drop the pending fields (CAS)."""
-        if state.pending_password is None:
+        """Make the pending password current: one new version of the vnc record (CAS). The
+        pending record is left as it is; ``pending_version`` marks it committed."""
+        pending = state.pending
+        if pending is None or pending.password is None:
             raise VaultError(
                 f"nothing to commit at {self.cli_path(state.cluster_id)}: no pending password",
                 code="NothingPending",
                 cluster_id=state.cluster_id,
             )
-        data: dict[str, object] = dict(state.extra)
-        data.update(
-            password=state.pending_password.reveal(),
-            cluster_id=state.cluster_id,
-            rotated_at=format_time(rotated_at),
+        committed = replace(
+            state,
+            password=pending.password,
+            staged_at=pending.staged_at,
+            rotated_at=rotated_at,
             request_id=request_id,
+            pending_version=pending.version,
         )
-        if region or state.region:
-            data["region"] = region or state.region
-        return await self._write(state, data)
+        return await self._write_vnc(committed, self._current(committed, region))
 
     async def clear_pending(self, state: VncState) -> VncState:
-        """Drop the pending password and claim, keep the rest (CAS). No-op when nothing pends."""
-        if not state.exists or (state.pending_password is None and state.claim_owner is None):
+        """Drop the pending password and claim (CAS on the pending version in ``state``): the
+        record stays, empty, so the next stage is again a check-and-set on it."""
+        pending = state.pending
+        if pending is None or (pending.password is None and pending.claim_owner is None):
             return state
-        return await self._write(state, self._current(state, None))
+        return await self._write_pending(state, {"cluster_id": state.cluster_id})
+
+    async def release(self, state: VncState) -> VncState:
+        """Keep the pending password but end the claim (CAS), so the next run need not wait."""
+        pending = state.pending
+        if pending is None or pending.password is None:
+            return state
+        data: dict[str, object] = {
+            "cluster_id": state.cluster_id,
+            "password": pending.password.reveal(),
+            "staged_at": format_time(pending.staged_at or _now()),
+        }
+        if pending.region or state.region:
+            data["region"] = pending.region or state.region
+        return await self._write_pending(state, data)
 
     async def update_status(
         self,
@@ -369,6 +477,29 @@ class VaultStore:
         """Store a run's per-cluster outcomes. Refuses anything holding a :class:`Secret`."""
         data = json.loads(json.dumps(dict(report), default=_report_value))
         await self.client.kv_write(self.settings.kv_mount, self.runs_path(run_id), data)
+        await self.prune_run_reports()
+
+    async def prune_run_reports(self) -> list[str]:
+        """Delete all but the newest ``vault.runs_keep`` reports (run ids sort by time).
+
+        Best effort: a report that cannot be deleted now is deleted after a later run.
+        """
+        keep = self.settings.runs_keep
+        if keep <= 0:
+            return []
+        mount = self.settings.kv_mount
+        try:
+            runs = sorted(
+                k for k in await self.client.kv_list(mount, self.settings.runs_path) if "/" not in k
+            )
+            old = runs[: max(0, len(runs) - keep)]
+            for run_id in old:
+                # The metadata DELETE removes every version: nothing of the report is left.
+                await self.client.request("DELETE", f"{mount}/metadata/{self.runs_path(run_id)}")
+        except VaultError as exc:
+            log.warning("run_reports_not_pruned", code=exc.code, detail=exc.message)
+            return []
+        return old
 
     async def read_run_report(self, run_id: str) -> dict[str, object] | None:
         entry = await self.client.kv_read(self.settings.kv_mount, self.runs_path(run_id))
@@ -396,6 +527,10 @@ class VaultStore:
 
     async def health(self) -> bool:
         return await self.client.health()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _report_value(value: object) -> object:

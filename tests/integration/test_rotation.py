@@ -171,8 +171,13 @@ async def test_ambiguous_until_give_up_keeps_pending_and_the_next_run_converges(
     second = await rotate_cluster(target(), env.context(owner="run-2"))
 
     assert second.outcome is Outcome.ROTATED
-    assert env.api.sent("c-1")[-1] == pending, "the rerun re-applies the pending password"
-    assert await env.vault_password("c-1") == (pending, None)
+    # The rerun first re-applies (and commits) the pending password, which may be live; it was
+    # generated before the rerun's trigger, so a fresh one follows (finding 4).
+    *_, reapplied, fresh = env.api.sent("c-1")
+    assert reapplied == pending, "the rerun re-applies the pending password"
+    assert fresh != pending
+    assert await env.vault_password("c-1") == (fresh, None)
+    await env.assert_invariant("c-1")
 
 
 async def test_terminal_error_after_an_ambiguous_one_keeps_pending(env: Env) -> None:
@@ -181,7 +186,8 @@ async def test_terminal_error_after_an_ambiguous_one_keeps_pending(env: Env) -> 
 
     outcome = await rotate_cluster(target(), env.context())
 
-    assert outcome.outcome is Outcome.SKIPPED
+    # Left with a password that may be live: "pending", not a quiet "skipped" (finding 11).
+    assert outcome.outcome is Outcome.PENDING
     await env.assert_invariant("c-1")
     assert (await env.vault_password("c-1"))[1] == env.api.clusters["c-1"].vnc_password
 
@@ -269,7 +275,9 @@ async def test_commit_failure_leaves_the_password_pending_and_a_rerun_commits(en
     # run-1 could not even release its claim (its token is gone): the rerun waits it out.
     rerun = await rotate_cluster(target(), env.context(owner="run-2", sleep=asyncio.sleep))
     assert rerun.outcome is Outcome.ROTATED
-    assert await env.vault_password("c-1") == (real, None)
+    assert env.api.sent("c-1")[-2] == real, "the rerun re-applies and commits it first"
+    await env.assert_invariant("c-1")
+    assert (await env.vault_password("c-1"))[1] is None
 
 
 async def test_two_rotators_racing_make_exactly_one_change(env: Env) -> None:
@@ -311,8 +319,10 @@ async def test_a_dead_rotators_claim_is_taken_over_after_it_expires(env: Env) ->
     outcome = await rotate_cluster(target(), env.context(sleep=asyncio.sleep))
 
     assert outcome.outcome is Outcome.ROTATED
-    assert env.api.sent("c-1") == ["dead01"], "the dead rotator's pending password is reused"
-    assert await env.vault_password("c-1") == ("dead01", None)
+    first, fresh = env.api.sent("c-1")
+    assert first == "dead01", "the dead rotator's pending password is reused"
+    # It was generated before this run's trigger: a fresh one is committed after it.
+    assert await env.vault_password("c-1") == (fresh, None)
 
 
 async def test_a_cluster_rotated_since_the_trigger_is_skipped(env: Env) -> None:
@@ -361,7 +371,7 @@ async def test_a_rival_creating_the_secret_between_our_two_reads_is_seen(env: En
 
     state = await VaultStore(client).read_vnc("c-2")
 
-    assert state.version == 1
+    assert state.custom_metadata["last_error_code"] == "Earlier"
     assert state.pending_password == Secret("rival1")
     assert state.claim_owner == "rival"
 
@@ -393,7 +403,7 @@ async def test_a_server_error_after_applying_never_loses_the_password(env: Env) 
 
     outcome = await rotate_cluster(target(), env.context())
 
-    assert outcome.outcome is Outcome.SKIPPED
+    assert outcome.outcome is Outcome.PENDING
     assert env.api.clusters["c-1"].changes == 1
     await env.assert_invariant("c-1")
 
@@ -476,3 +486,55 @@ async def test_a_stop_request_parks_a_rotation_waiting_on_a_long_retry(env: Env)
     assert outcome.code == "Interrupted"
     await env.assert_invariant("c-1")
     assert (await env.vault_password("c-1"))[1] is None, "nothing was applied: pending cleared"
+
+
+class CountingClient(VaultClient):
+    """Counts the HTTP requests rotator makes to OpenBao (one per ``request``)."""
+
+    requests: list[str]
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.requests.append(f"{method} {path.split('/', 2)[1]}")
+        return await super().request(method, path, **kwargs)
+
+
+async def test_a_rotation_costs_at_most_four_vault_requests(env: Env) -> None:
+    """Issue 10, section 5: read the committed record, stage (CAS on the pending version the
+    last commit recorded), commit, status. The root credential comes with the target, as the
+    inventory reads it."""
+    client = CountingClient(env.paths.settings(env.server))
+    client.requests = []
+    env.clients.append(client)
+    store = VaultStore(client)
+    root = await env.store.read_root("c-1")
+    for round_ in range(3):
+        client.requests.clear()
+        ctx = env.context(store=store, owner=f"run-{round_}")
+        outcome = await rotate_cluster(Target("c-1", "cn-hangzhou", root=root), ctx)
+        assert outcome.outcome is Outcome.ROTATED
+        assert len(client.requests) <= 4, client.requests
+    assert client.requests == ["GET data", "POST data", "POST data", "PATCH metadata"]
+    await env.assert_invariant("c-1")
+
+
+async def test_an_old_layout_pending_password_is_migrated_and_reapplied(env: Env) -> None:
+    """A secret written by an older rotator kept pending_password in the vnc record (maybe
+    live on the cluster). The first rotation moves it, re-applies it, then rotates."""
+    path = f"{env.paths.vnc_path}/c-1"
+    current = await env.store.client.kv_read("secret", path)
+    assert current is not None
+    old = dict(current["data"])
+    old.pop("pending_version", None)
+    old.update(pending_password="Old123", pending_since="2025-01-01T00:00:00Z")
+    await env.store.client.kv_write("secret", path, old)
+    env.api.clusters["c-1"].vnc_password = "Old123"  # the old run's apply went through
+    await env.assert_invariant("c-1")
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED
+    first, fresh = env.api.sent("c-1")
+    assert first == "Old123"
+    assert await env.vault_password("c-1") == (fresh, None)
+    data = (await env.store.client.kv_read("secret", path) or {})["data"]
+    assert "pending_password" not in data

@@ -141,10 +141,13 @@ async def test_three_replicas_one_killed_change_each_cluster_once(
         clusters = await env.admin.clusters()
         takeovers = []
         for cid in ids:
-            # Versions 1 and 2 are the import; what the trigger did comes after.
-            history = (await vnc_history(env, cid))[2:]
-            pending_values = {v["pending_password"] for v in history if "pending_password" in v}
+            # Version 1 of each record is the import; what the trigger did comes after. Every
+            # vnc version is a committed password, the in-flight ones live at the pending path.
+            committed = (await vnc_history(env, cid))[1:]
+            history = (await vnc_history(env, cid, pending=True))[1:]
+            pending_values = {v["password"] for v in history if "password" in v}
             owners = {v["claim_owner"] for v in history if v.get("claim_owner")}
+            assert [v.get("password") for v in committed] == [clusters[cid]["vnc_password"]]
             # One new password per cluster for the one trigger, and it is the live one.
             assert len(pending_values) == 1, (
                 f"{cid}: {len(pending_values)} passwords staged; victim {victim.name}: "
@@ -212,10 +215,12 @@ async def _all(values: Any) -> bool:
     return all(values)
 
 
-async def vnc_history(env: Any, cluster_id: str) -> list[dict[str, Any]]:
-    """The data of every KV version of the cluster's VNC secret."""
+async def vnc_history(env: Any, cluster_id: str, *, pending: bool = False) -> list[dict[str, Any]]:
+    """The data of every KV version of the cluster's VNC secret (or of its pending record)."""
     client = env.store.client
-    mount, path = env.store.settings.kv_mount, env.store.vnc_path(cluster_id)
+    store = env.store
+    mount = store.settings.kv_mount
+    path = store.pending_path(cluster_id) if pending else store.vnc_path(cluster_id)
     metadata = await client.kv_metadata(mount, path) or {}
     versions = []
     for number in range(1, int(metadata.get("current_version") or 0) + 1):

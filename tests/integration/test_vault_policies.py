@@ -208,9 +208,11 @@ async def test_reader_policy_reads_vnc_and_is_denied_root(
     settings = vault_paths.settings(openbao, token=reader)
     async with VaultClient(settings) as client:
         store = VaultStore(client)
-        state = await store.read_vnc("c-1")
+        state = await store.read_vnc("c-1", pending=False)
         assert state.password == Secret("Ab12cd")
         assert "c-1" in await store.list_vnc_metadata()
+        with pytest.raises(VaultPermissionError):  # the rotation in flight is private
+            await store.read_pending("c-1")
         with pytest.raises(VaultPermissionError):
             await store.read_root("c-1")
         with pytest.raises(VaultPermissionError):

@@ -16,7 +16,7 @@ from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer
 from rotator.vault.setup import vault_setup
 from rotator.vault.store import VaultStore, VncState
-from tests.support.vault import VaultPaths, run_bao
+from tests.support.vault import VaultPaths, create_token, run_bao
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -66,30 +66,72 @@ async def test_path_traversal_in_a_cluster_id_is_refused(store: VaultStore) -> N
     assert caught.value.retry_class is RetryClass.TERMINAL
 
 
-# -- stage, commit, clear -------------------------------------------------------------------
+# -- stage, commit, clear (pending at its own private path) ------------------------------------
 
 
-async def test_first_rotation_creates_the_secret_then_commits(store: VaultStore) -> None:
+async def _versions(store: VaultStore, path: str) -> list[str | None]:
+    """The password of every version of a KV path, oldest first (None: no password)."""
+    metadata = await store.client.kv_metadata("secret", path) or {}
+    out: list[str | None] = []
+    for version in range(1, int(metadata.get("current_version") or 0) + 1):
+        body = await store.client.request("GET", f"secret/data/{path}?version={version}")
+        data = ((body or {}).get("data") or {}).get("data") or {}
+        out.append(data.get("password"))
+    return out
+
+
+async def test_first_rotation_stages_privately_then_commits_one_version(
+    store: VaultStore, vault_paths: VaultPaths
+) -> None:
     state = await store.read_vnc(CLUSTER)
-    assert (state.exists, state.version, state.password) == (False, 0, None)
+    assert (state.exists, state.version, state.password, state.pending) == (False, 0, None, None)
 
-    staged = await store.stage_pending(
-        state, Secret("Ab12cd"), region="cn-hangzhou", owner="run-1", claim_until=T0
+    staged = await store.stage(
+        state, Secret("Ab12cd"), staged_at=T0, region="cn-hangzhou", owner="run-1", claim_until=T0
     )
-    assert staged.version == 1
+    assert staged.version == 0, "staging never writes the vnc record"
+    assert staged.pending is not None
+    assert staged.pending.version == 1
     again = await store.read_vnc(CLUSTER)
     assert again.pending_password == Secret("Ab12cd")
     assert again.password is None
-    assert (again.claim_owner, again.claim_until) == ("run-1", T0)
-    assert again.pending_since is not None
+    assert (again.claim_owner, again.claim_until, again.pending_since) == ("run-1", T0, T0)
 
     committed = await store.commit(again, request_id="req-1", rotated_at=T0, region="cn-hangzhou")
-    assert committed.version == 2
+    assert committed.version == 1
     final = await store.read_vnc(CLUSTER)
     assert final.password == Secret("Ab12cd")
-    assert final.pending_password is None
+    assert final.pending_password is None, "the committed pending record is not in flight"
     assert final.claim_owner is None
-    assert (final.rotated_at, final.request_id, final.region) == (T0, "req-1", "cn-hangzhou")
+    assert (final.rotated_at, final.staged_at, final.request_id) == (T0, T0, "req-1")
+    assert final.pending_version == 1
+    assert await _versions(store, f"{vault_paths.vnc_path}/{CLUSTER}") == ["Ab12cd"]
+
+
+async def test_every_vnc_version_is_a_password_the_cluster_had(
+    store: VaultStore, vault_paths: VaultPaths
+) -> None:
+    for i, password in enumerate(("Aa11aa", "Bb22bb", "Cc33cc")):
+        lean = await store.read_vnc(CLUSTER, pending=False)
+        staged = await store.stage(lean, Secret(password), staged_at=T0, region="r", owner="o")
+        if i == 1:  # a failed try in between: staged, never applied, cleared
+            cleared = await store.clear_pending(staged)
+            staged = await store.stage(cleared, Secret(password), staged_at=T0, region="r")
+        await store.commit(staged, request_id=f"req-{i}", rotated_at=T0, region="r")
+    vnc = await _versions(store, f"{vault_paths.vnc_path}/{CLUSTER}")
+    assert vnc == ["Aa11aa", "Bb22bb", "Cc33cc"], "one version per rotation, nothing else"
+
+
+async def test_the_next_stage_after_a_commit_needs_no_pending_read(store: VaultStore) -> None:
+    """The vnc record remembers which pending version it committed: a CAS on it proves that
+    nobody staged since, so the happy path never reads the pending record."""
+    current = await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+    lean = await store.read_vnc(CLUSTER, pending=False)
+    assert lean.pending is None
+    assert lean.pending_version == current.pending_version
+    staged = await store.stage(lean, Secret("Cd34ef"), staged_at=T0, region="r")
+    assert staged.pending is not None
+    assert staged.pending.version == current.pending_version + 1
 
 
 async def test_restaging_the_same_pending_password_keeps_pending_since(store: VaultStore) -> None:
@@ -98,29 +140,31 @@ async def test_restaging_the_same_pending_password_keeps_pending_since(store: Va
     reclaimed = await store.stage_pending(
         read, Secret("Ab12cd"), region="r", owner="run-2", claim_until=T0 + timedelta(minutes=1)
     )
-    assert reclaimed.version == first.version + 1
+    assert first.pending is not None
+    assert reclaimed.pending is not None
+    assert reclaimed.pending.version == first.pending.version + 1
     assert (await store.read_vnc(CLUSTER)).pending_since == read.pending_since
 
 
 async def test_a_lost_check_and_set_raises_conflict_and_changes_nothing(
     store: VaultStore,
 ) -> None:
-    current = await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+    await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
     mine = await store.read_vnc(CLUSTER)
-    rival = await store.read_vnc(CLUSTER)
+    rival = await store.read_vnc(CLUSTER, pending=False)
     await store.stage_pending(rival, Secret("Zz99zz"), region="r", owner="rival")
     with pytest.raises(VaultConflictError) as caught:
         await store.stage_pending(mine, Secret("Qq11qq"), region="r", owner="me")
     assert "Qq11qq" not in str(caught.value)
     after = await store.read_vnc(CLUSTER)
-    assert after.version == current.version + 1
     assert after.pending_password == Secret("Zz99zz")
     assert after.password == Secret("Ab12cd")
+    assert after.version == mine.version
 
 
 async def test_commit_on_a_stale_version_is_a_conflict(store: VaultStore) -> None:
     staged = await store.stage_pending(await store.read_vnc(CLUSTER), Secret("Ab12cd"), region="r")
-    await store.stage_pending(staged, Secret("Ab12cd"), region="r", owner="someone-else")
+    await store.commit(staged, request_id="rival", rotated_at=T0, region="r")
     with pytest.raises(VaultConflictError):
         await store.commit(staged, request_id="req", rotated_at=T0, region="r")
 
@@ -145,13 +189,17 @@ async def test_clear_pending_keeps_the_current_password_and_extra_fields(
     )
     staged = await store.stage_pending(await store.read_vnc(CLUSTER), Secret("Xy98wv"), region="r")
     cleared = await store.clear_pending(staged)
-    assert cleared.version == staged.version + 1
+    assert cleared.version == staged.version
     final = await store.read_vnc(CLUSTER)
     assert final.password == Secret("Ab12cd")
     assert final.pending_password is None
     assert final.request_id == "req-1"
     assert final.extra == {"note": "lab cluster"}
     assert await store.clear_pending(final) is final  # nothing pending: no write
+    # The next rotation keeps the person's note.
+    again = await _rotate(store, final, "Mn56op", "req-2")
+    assert (await store.read_vnc(CLUSTER)).extra == {"note": "lab cluster"}
+    assert again.password == Secret("Mn56op")
 
 
 async def test_soft_deleted_secret_can_still_be_written_with_cas(
@@ -160,9 +208,45 @@ async def test_soft_deleted_secret_can_still_be_written_with_cas(
     await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
     await store.client.request("DELETE", f"secret/data/{vault_paths.vnc_path}/{CLUSTER}")
     deleted = await store.read_vnc(CLUSTER)
-    assert (deleted.version, deleted.password) == (2, None)
+    assert (deleted.version, deleted.password) == (1, None)
     staged = await store.stage_pending(deleted, Secret("Cd34ef"), region="r")
-    assert staged.version == 3
+    committed = await store.commit(staged, request_id="req-2", rotated_at=T0, region="r")
+    assert committed.version == 2
+
+
+async def test_an_old_layout_pending_password_is_migrated_on_first_touch(
+    store: VaultStore, vault_paths: VaultPaths
+) -> None:
+    """Secrets written before the pending path existed kept pending_password (and a claim) in
+    the vnc record, where readers could see it. The first read moves it."""
+    old = {
+        "cluster_id": CLUSTER,
+        "password": "Ab12cd",
+        "region": "cn-hangzhou",
+        "rotated_at": "2026-01-01T00:00:00Z",
+        "pending_password": "Zz98yx",
+        "pending_since": "2026-01-02T03:04:05.678000Z",
+        "claim_owner": "old-run",
+        "claim_until": "2026-01-02T03:05:05Z",
+        "note": "kept",
+    }
+    await store.client.kv_write("secret", f"{vault_paths.vnc_path}/{CLUSTER}", old)
+
+    lean = await store.read_vnc(CLUSTER, pending=False)
+
+    vnc = await store.client.kv_read("secret", f"{vault_paths.vnc_path}/{CLUSTER}")
+    assert vnc is not None
+    assert set(vnc["data"]) == {"cluster_id", "password", "region", "rotated_at", "note"}
+    assert lean.password == Secret("Ab12cd")
+    state = await store.read_vnc(CLUSTER)
+    assert state.pending_password == Secret("Zz98yx")
+    assert state.pending_since == T0
+    assert state.claim_owner == "old-run"
+    # Staging on the lean read cannot overwrite the migrated password: it is in flight.
+    with pytest.raises(VaultConflictError):
+        await store.stage(lean, Secret("Nn00nn"), staged_at=T0, region="r")
+    # A second touch finds nothing left to migrate.
+    assert (await store.read_vnc(CLUSTER)).version == state.version
 
 
 # -- status metadata ------------------------------------------------------------------------
@@ -200,7 +284,9 @@ async def test_status_before_any_password_then_first_stage(store: VaultStore) ->
     state = await store.read_vnc(CLUSTER)
     assert (state.exists, state.custom_metadata["status"]) == (False, "failed")
     staged = await store.stage_pending(state, Secret("Ab12cd"), region="r")
-    assert staged.version == 1
+    committed = await store.commit(staged, request_id="req-1", rotated_at=T0, region="r")
+    assert committed.version == 1
+    assert (await store.read_vnc(CLUSTER)).custom_metadata["status"] == "failed"
 
 
 async def test_rotation_period_set_by_a_person_survives_status_updates(
@@ -242,6 +328,18 @@ async def test_run_report_round_trip_and_secrets_refused(store: VaultStore) -> N
     assert await store.read_run_report("r-2") is None
 
 
+async def test_old_run_reports_are_pruned_to_runs_keep(
+    openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    async with VaultClient(vault_paths.settings(openbao, runs_keep=3)) as client:
+        store = VaultStore(client)
+        run_ids = [f"20260101T0000{i:02d}Z-abc" for i in range(5)]
+        for run_id in run_ids:
+            await store.write_run_report(run_id, {"run_id": run_id})
+        kept = await client.kv_list("secret", vault_paths.runs_path)
+    assert sorted(kept) == run_ids[-3:]
+
+
 async def test_password_policy_generates_compliant_passwords(store: VaultStore) -> None:
     await vault_setup(store.client, store.settings)
     passwords = [await store.generate_password("ehpc-vnc") for _ in range(40)]
@@ -266,3 +364,38 @@ async def test_a_person_reads_the_password_with_the_bao_cli(
     await _rotate(store, await store.read_vnc(CLUSTER), "Pq45rs", "req-1")
     result = await run_bao(openbao, "kv", "get", "-field=password", store.cli_path(CLUSTER))
     assert (result.returncode, result.stdout) == (0, "Pq45rs")
+
+
+async def test_migration_never_overwrites_another_password_in_flight(
+    store: VaultStore, vault_paths: VaultPaths
+) -> None:
+    staged = await store.stage_pending(await store.read_vnc(CLUSTER), Secret("New111"), region="r")
+    assert staged.pending is not None
+    old = {"cluster_id": CLUSTER, "password": "Cur000", "pending_password": "Old222"}
+    await store.client.kv_write("secret", f"{vault_paths.vnc_path}/{CLUSTER}", old)
+    with pytest.raises(VaultError) as caught:
+        await store.read_vnc(CLUSTER)
+    assert caught.value.code == "PendingMigrationConflict"
+    assert "Old222" not in str(caught.value)
+    assert "New111" not in str(caught.value)
+    after = await store.read_pending(CLUSTER)
+    assert after is not None
+    assert after.password == Secret("New111")
+
+
+async def test_the_rotator_policy_allows_pruning_run_reports_and_the_pending_path(
+    openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    settings = vault_paths.settings(openbao, runs_keep=1)
+    async with VaultClient(settings) as admin:
+        await vault_setup(admin, settings)
+        token = await create_token(admin, policies=["rotator"])
+    async with VaultClient(vault_paths.settings(openbao, token=token, runs_keep=1)) as client:
+        store = VaultStore(client)
+        await _rotate(store, await store.read_vnc(CLUSTER), "Ab12cd", "req-1")
+        assert (await store.read_vnc(CLUSTER)).password == Secret("Ab12cd")
+        await store.write_run_report("20260101T000000Z-aaa", {"n": 1})
+        await store.write_run_report("20260101T000001Z-bbb", {"n": 2})
+        assert await store.prune_run_reports() == []  # nothing left to prune: it worked
+        assert await store.read_run_report("20260101T000000Z-aaa") is None
+        assert await store.read_run_report("20260101T000001Z-bbb") == {"n": 2}

@@ -39,6 +39,11 @@ class VaultPaths:
     def runs_path(self) -> str:
         return f"{self.prefix}/runs"
 
+    @property
+    def pending_path(self) -> str:
+        """Not configured: rotator puts it next to ``vnc_path``."""
+        return f"{self.prefix}/pending"
+
     def settings(self, server: OpenBaoServer, **overrides: object) -> VaultSettings:
         """Token auth with the root token, paths under this test's prefix."""
         values: dict[str, object] = {

@@ -1,7 +1,8 @@
 # Policy "ehpc-vnc-reader": for people who fetch VNC passwords, e.g.
 #   bao kv get -field=password secret/ehpc/vnc/<ClusterId>
-# Reads current and past versions of the VNC secrets and their status; nothing under the root
-# credentials, no writes.
+# Reads current and past versions of the VNC secrets and their status (every version is a
+# password a cluster really had); nothing under the root credentials, nothing of the rotation in
+# flight (the pending path), no writes.
 #
 # Template: `rotator vault-setup` replaces {kv_mount} and {vnc_path} (see rotator.hcl).
 
