@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -113,6 +114,10 @@ class WatchingLimiter(RegionLimiter):
     def __init__(self, inner: RegionLimiter) -> None:
         self.inner = inner
         self.held_back: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything but acquire (feedback, rates, the summary) is the inner limiter's.
+        return getattr(self.inner, name)
 
     async def acquire(self, region: str) -> None:
         yielded = False
