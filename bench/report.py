@@ -47,6 +47,8 @@ class Contender:
     """Start-up and inventory (rotator), interpreter start and imports (SDK)."""
     after: Span | None = None
     """After the work: the run summary written to Vault, clients closed, exit."""
+    whole: Span | None = None
+    """The whole process, launch to exit."""
     peak_rss_mb: float = 0.0
     lag_max_ms: float | None = None
     error: str | None = None
@@ -74,6 +76,13 @@ class Contender:
     @property
     def vault_requests(self) -> float | None:
         return self.per_rotation(lambda s: s.vault_requests)
+
+    @property
+    def vault_requests_whole(self) -> float | None:
+        """Every request of the process (rotator's inventory included) per rotation."""
+        if self.whole is None or self.whole.vault_requests is None or not self.done:
+            return None
+        return self.whole.vault_requests / self.done
 
     @property
     def vault_cpu_ms(self) -> float | None:
@@ -138,6 +147,7 @@ def _table(columns: list[Contender]) -> list[str]:
         ("client CPU per rotation, ms", lambda c: _num(c.cpu_ms)),
         ("peak RSS, MB", lambda c: _num(c.peak_rss_mb, "{:.0f}")),
         ("Vault requests per rotation", lambda c: _num(c.vault_requests)),
+        ("  same, whole process", lambda c: _num(c.vault_requests_whole)),
         ("OpenBao CPU per rotation, ms", lambda c: _num(c.vault_cpu_ms)),
         ("simulator CPU per rotation, ms", lambda c: _num(c.sim_cpu_ms)),
         ("worst event-loop lag, ms", lambda c: _num(c.lag_max_ms, "{:.0f}")),
@@ -202,7 +212,11 @@ def _unthrottled(report: Report) -> list[str]:
             ratios: list[tuple[str, Callable[[Contender], float | None], str]] = [
                 ("rotations/s", lambda c: c.per_second, "higher is better"),
                 ("client CPU per rotation", lambda c: c.cpu_ms, "lower is better"),
-                ("Vault requests per rotation", lambda c: c.vault_requests, "lower is better"),
+                (
+                    "Vault requests per rotation",
+                    lambda c: c.vault_requests_whole,
+                    "lower is better",
+                ),
                 ("OpenBao CPU per rotation", lambda c: c.vault_cpu_ms, "lower is better"),
                 ("peak RSS", lambda c: c.peak_rss_mb, "lower is better"),
             ]
@@ -312,10 +326,11 @@ def _targets(report: Report) -> list[str]:
             None if cpu_ratio is None else cpu_ratio <= TARGETS["cpu_vs_one_cert_sdk"],
         )
     )
-    requests = r.vault_requests if r else None
+    requests = r.vault_requests_whole if r else None
     rows.append(
         (
-            f"Vault requests per rotation <= {TARGETS['vault_requests_per_rotation']:g}",
+            f"Vault requests per rotation <= {TARGETS['vault_requests_per_rotation']:g} "
+            "(whole run, inventory included)",
             _num(requests),
             None if requests is None else requests <= TARGETS["vault_requests_per_rotation"],
         )
