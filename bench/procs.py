@@ -52,6 +52,7 @@ __all__ = [
     "cpu_seconds",
     "run_child",
     "start_sim",
+    "stop_children",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,6 +207,20 @@ def start_sim(
         )
     finally:
         _stop(process)
+
+
+# Contenders running now (process group ids), so an interrupted bench can stop them all.
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_children() -> None:
+    """SIGKILL every contender this process started that is still running (by its group)."""
+    with _LIVE_LOCK:
+        groups = list(_LIVE)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
 
 
 class RequestCounter(Protocol):
@@ -433,12 +448,16 @@ def run_child(
                 if pipe is not None
             ]
         pid_box.append(process.pid)
+        with _LIVE_LOCK:
+            _LIVE.add(process.pid)
         for reader in readers:
             reader.daemon = True
             reader.start()
         try:
             code, usage, timed_out = _reap(process, time.monotonic() + timeout)
         finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(process.pid)
             if process.returncode is None:  # interrupted: stop it before anything else
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
