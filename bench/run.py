@@ -1,6 +1,6 @@
 """``make bench`` / ``python -m bench.run``: rotator against the official SDK, ratios from one run.
 
-    python -m bench.run                        # the full bench: about 4 minutes on 2 busy cores
+    python -m bench.run                        # the full bench: about 5 minutes on 2 busy cores
     python -m bench.run --quick                # a smaller fleet and a 10/5s quota: a smoke test
     python -m bench.run --json out.json        # also write every raw number
     python -m bench.run --profile prof/        # py-spy the rotator contender (pip install py-spy)
@@ -16,7 +16,8 @@
    simulator's per-second counts say how close it came and whether it ever went over.
 4. Quota: a per-minute quota (``--quota``, default 100/60s) at rotator, over more than one
    window; utilisation, windows over the quota, and the simulator's Throttling answers.
-5. Peak RSS of rotator over 10,000 clusters (a second simulator, 0-5 ms latency).
+5. Peak RSS of rotator over 10,000 clusters (another simulator, 0-5 ms latency), alongside the
+   quota case, which mostly waits on its limiter (``--rss-apart``: after it).
 
 Every contender is measured from outside, over the window of its work, with OpenBao's request
 counter and the CPU of OpenBao and the simulator sampled at the same instants (bench/procs.py).
@@ -58,6 +59,7 @@ from bench.ratecheck import analyse
 from bench.report import Contender, Report, render
 from bench.spec import MARK_END, MARK_START, Spec, parse_result
 from bench.vaultcount import VaultRequests
+from rotator import RotatorError
 from rotator.vault.devserver import start_openbao
 
 __all__ = ["main"]
@@ -604,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_children()
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, RotatorError) as exc:  # e.g. no `bao` binary
         print(f"bench could not run: {exc}", file=sys.stderr)
         return 1
     finally:
