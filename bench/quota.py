@@ -47,6 +47,8 @@ class RegionQuota:
     """Calls in the busiest window wholly inside the active span; None if the span is shorter."""
     max_in_window: int
     over_quota_windows: int
+    max_in_a_second: int
+    """A smooth limiter sends about calls/period each second; a bursty one the whole quota."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class QuotaCheck:
 
 def _region(region: str, series: Mapping[int, int], quota: Quota) -> RegionQuota:
     if not series:
-        return RegionQuota(region, 0, 0, None, 0, 0)
+        return RegionQuota(region, 0, 0, None, 0, 0, 0)
     first, last = min(series), max(series)
     period = quota.period_s
     counts: dict[int, int] = {}
@@ -88,6 +90,7 @@ def _region(region: str, series: Mapping[int, int], quota: Quota) -> RegionQuota
         busiest_full_window=max(inside) if inside else None,
         max_in_window=max(counts.values()),
         over_quota_windows=sum(1 for n in counts.values() if n > quota.calls),
+        max_in_a_second=max(series.values()),
     )
 
 

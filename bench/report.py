@@ -280,13 +280,14 @@ def _quota(report: Report) -> list[str]:
     out = [
         "",
         f"quota case: {check.quota} per region at rotator (ehpc.rate_limit); {report.quota_note}",
-        "  region          calls  active s  busiest full window  max in any window  over quota",
+        "  region          calls  active s  busiest full window  max in any window  over quota"
+        "  max in a second",
     ]
     for r in check.regions:
         busiest = "-" if r.busiest_full_window is None else str(r.busiest_full_window)
         out.append(
             f"  {r.region:<14}{r.calls:>7}{r.active_s:>10}{busiest:>21}{r.max_in_window:>19}"
-            f"{r.over_quota_windows:>12}"
+            f"{r.over_quota_windows:>12}{r.max_in_a_second:>17}"
         )
     took = _num(run.work.wall_s if run.work else None, "{:.0f}")
     out.append(

@@ -68,6 +68,7 @@ def test_quota_windows_count_use_and_overruns() -> None:
     assert (a.busiest_full_window, a.max_in_window, a.over_quota_windows) == (10, 10, 0)
     assert (b.busiest_full_window, b.max_in_window) == (13, 13)
     assert b.over_quota_windows == 1
+    assert (a.max_in_a_second, b.max_in_a_second) == (2, 10)  # smooth vs a burst
     assert check.max_in_window == 13
     assert check.utilisation == (10 + 13) / 2 / 10
 
