@@ -128,6 +128,10 @@ def _num(value: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def _ratio(ours: float | None, theirs: float | None) -> float | None:
     if ours is None or not theirs:
         return None
@@ -323,7 +327,7 @@ def _targets(report: Report) -> list[str]:
     rows.append(
         (
             f"client CPU per rotation <= {TARGETS['cpu_vs_one_cert_sdk']}x the one-cert SDK's",
-            f"{_num(cpu_ratio)}x",
+            _times(cpu_ratio),
             None if cpu_ratio is None else cpu_ratio <= TARGETS["cpu_vs_one_cert_sdk"],
         )
     )
@@ -341,7 +345,7 @@ def _targets(report: Report) -> list[str]:
     rows.append(
         (
             "terminal run's CPU per rotation within 10% of a plain run's",
-            f"{_num(tty_ratio)}x",
+            _times(tty_ratio),
             None if tty_ratio is None else tty_ratio <= TARGETS["tty_over_plain_cpu"],
         )
     )
@@ -350,7 +354,7 @@ def _targets(report: Report) -> list[str]:
     rows.append(
         (
             "CPU per rotation at a binding limit within 10% of unthrottled",
-            f"{_num(bind_ratio)}x",
+            _times(bind_ratio),
             None if bind_ratio is None else bind_ratio <= TARGETS["binding_over_free_cpu"],
         )
     )

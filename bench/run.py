@@ -35,6 +35,7 @@ import math
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -52,7 +53,16 @@ from bench.contender_rotator import (
     rotate_argv,
 )
 from bench.load import load_roots
-from bench.procs import ChildRun, Probe, SimProcess, run_child, start_sim, stop_children
+from bench.procs import (
+    ROOT,
+    ChildRun,
+    Probe,
+    SimProcess,
+    child_env,
+    run_child,
+    start_sim,
+    stop_children,
+)
 from bench.profile import py_spy_wrapper, summarise
 from bench.quota import Quota, analyse_quota
 from bench.ratecheck import analyse
@@ -484,18 +494,19 @@ class Bench:
         # round(): 100 * 1.1 is 110.00000000000001 in binary floating point
         per_region = math.ceil(round(quota.calls * (1.0 + plan.quota_extra), 6))
         count = per_region * len(plan.regions)
+        sim_args = plan.quota_sim_args or _sim_quota_args(quota)
         self.report.quota_note = (
-            f"simulator enforcing with {' '.join(plan.quota_sim_args)}"
-            if plan.quota_sim_args
-            else "the simulator does not enforce it (pass --quota-sim-arg once it can); windows "
-            "over the quota are counted from its per-second counts"
+            f"the simulator enforces it ({' '.join(sim_args)})"
+            if sim_args
+            else "this simulator cannot enforce it (no --quota flag): windows over the quota "
+            "are counted from its per-second counts"
         )
         with self._sim(
             count,
             latency_ms=plan.latency_ms,
             jitter_ms=0.0,
             label="quota",
-            extra_args=plan.quota_sim_args,
+            extra_args=sim_args,
         ) as sim:
             self.say(
                 f"quota: {quota} per region, {per_region} clusters per region (more than one "
@@ -517,6 +528,23 @@ class Bench:
 
 
 _DEFAULT_QUOTA = "100/60s"
+
+
+def _sim_quota_args(quota: Quota) -> tuple[str, ...]:
+    """``--quota ACTION=N/Ps`` (per region endpoint) if this simulator's CLI offers it."""
+    try:
+        shown = subprocess.run(
+            [sys.executable, "-m", "rotator.sim", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=child_env(),
+            cwd=ROOT,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (f"--quota={MODIFY}={quota}",) if "--quota" in shown else ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -559,7 +587,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ARG",
-        help="passed to the quota case's simulator so it enforces the quota (repeatable)",
+        help="passed to the quota case's simulator instead of --quota=ModifyVisualServicePasswd="
+        "<quota> (which is passed when the simulator offers it); repeatable",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="rotations in flight (64)")
     parser.add_argument("--vault-workers", type=int, default=16, help="rotator's Vault threads")
