@@ -2,7 +2,7 @@
 
     with start_sim(workdir, clusters=2000, latency_ms=20, ...) as sim:
         sim.clusters(); sim.reset_stats(); sim.stats()
-        probe = Probe(sim_pid=sim.pid, vault_pid=bao_pid, vault=counter)
+        probe = Probe(sim_pid=sim.pid, vault_pid=bao_pid, vault_requests=counter)
         run = run_child(argv, name="rotator", workdir=workdir, probe=probe,
                         markers=["run_started", "run_finished"])
         run.span("run_started", "run_finished")      # wall, CPU and Vault requests in between
@@ -20,6 +20,7 @@ proxy, Vault or Alibaba Cloud variables, so nothing from the caller's shell redi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -351,7 +352,12 @@ def _pump(fd: int, feed: Callable[[bytes], None]) -> None:
 
 
 def _child_cpu(pid: int) -> float:
-    return cpu_seconds(pid)
+    """The child's CPU so far; -1 once it is gone (filled in from its exit figures)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return -1.0
+    return float(times.user + times.system)
 
 
 def _reap(process: subprocess.Popen[bytes], deadline: float) -> tuple[int, Any, bool]:
@@ -469,7 +475,15 @@ def run_child(
             for pipe in (process.stdout, process.stderr):
                 if pipe is not None:
                     pipe.close()
-        run.exited = probe.sample(float(usage.ru_utime + usage.ru_stime))
+        total_cpu = float(usage.ru_utime + usage.ru_stime)
+        run.exited = probe.sample(total_cpu)
+        # A marker read just as the child exited: its CPU by then is all of it.
+        run.marks = {
+            name: dataclasses.replace(mark, client_cpu_s=total_cpu)
+            if mark.client_cpu_s < 0
+            else mark
+            for name, mark in run.marks.items()
+        }
         run.exit_code = code
         run.peak_rss_mb = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
         run.stdout = b"".join(stdout_parts).decode("utf-8", errors="replace")
