@@ -567,8 +567,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rate-share",
         type=float,
-        default=0.6,
-        help="binding limit = this share of the unthrottled throughput just measured (0.6)",
+        default=0.5,
+        help="binding limit = this share of the unthrottled throughput just measured (0.5)",
     )
     parser.add_argument(
         "--rate-seconds", type=float, default=8.0, help="length of the binding-limit run (8)"
