@@ -196,8 +196,12 @@ def _header(report: Report) -> list[str]:
     ]
 
 
+_COLUMNS = ("rotator", "sdk_system_ca", "sdk_one_cert", "sdk_loop")
+
+
 def _unthrottled(report: Report) -> list[str]:
-    columns = list(report.contenders.values())
+    # A fixed order of columns, whatever order the contenders ran in.
+    columns = [report.contenders[k] for k in _COLUMNS if k in report.contenders]
     if not columns:
         return []
     out = ["unthrottled (rate limit far above what anything reaches):", *_table(columns)]
@@ -210,7 +214,7 @@ def _unthrottled(report: Report) -> list[str]:
             _span_line("rotation (the measured work)", rotator.work),
             _span_line("summary to Vault + exit", rotator.after),
         ]
-        others = [c for key, c in report.contenders.items() if key != "rotator" and c.ok]
+        others = [c for c in columns if c is not rotator and c.ok]
         if others:
             out += ["", "ratios, rotator / each (same run):"]
             ratios: list[tuple[str, Callable[[Contender], float | None], str]] = [
