@@ -37,6 +37,7 @@ __all__ = [
     "ServeSettings",
     "Settings",
     "VaultConfig",
+    "VerifySettings",
     "load_settings",
     "parse_duration",
 ]
@@ -73,6 +74,8 @@ class ClusterEntry:
     region: str = ""
     period: float | None = None
     """Rotation period override in seconds (``period = "7d"`` in TOML)."""
+    vnc_host: str = ""
+    """Where the VNC check connects (``{host}`` of ``verify.url``); empty: Vault, then the API."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +85,16 @@ class EhpcSettings:
     endpoint: str = ""
     endpoints: dict[str, str] = field(default_factory=dict)
     allow_insecure_http: bool = False
+    method: Literal["POST", "GET"] = "POST"
+    """POST with a form body (no password in a URL); GET with query parameters, as the SDKs."""
     ca_bundle: str = ""
     connect_timeout: float = _duration("5s")
     request_timeout: float = _duration("30s")
-    rate_limit: str = "5/1s"
+    rate_limit: str = "100/60s"
     rate_limits: dict[str, str] = field(default_factory=dict)
+    account_rate_limit: str = ""
+    """Empty: no account-wide limit (the documented quotas are per region endpoint)."""
+    adaptive_rate: bool = True
     max_connections: int = 100
 
 
@@ -101,6 +109,8 @@ class CredentialsSettings:
 @dataclass(frozen=True, slots=True)
 class VaultConfig:
     addr: str = ""
+    allow_insecure_http: bool = False
+    """Plain ``http://`` for a loopback Vault (a dev server); https is required otherwise."""
     namespace: str = ""
     ca_cert: str = ""
     skip_verify: bool = False
@@ -118,6 +128,8 @@ class VaultConfig:
     runs_path: str = "ehpc/runs"
     max_workers: int = 16
     timeout: float = _duration("10s")
+    history_versions: int = 50
+    """VNC password versions Vault keeps per cluster (``vault-setup`` sets ``max_versions``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +137,8 @@ class PasswordSettings:
     source: Literal["local", "vault"] = "local"
     policy: str = "ehpc-vnc"
     exclude_lookalikes: bool = False
+    rule: Literal["current", "legacy"] = "current"
+    """Which documented Passwd rule the API enforces (rotator.passwords.RULES)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +162,8 @@ class RotationSettings:
     max_failures: str = ""
     cluster_deadline: float = _duration("15m")
     claim_ttl: float = _duration("90s")
+    vault_failure_limit: int = 10
+    """Vault circuit breaker: failures in a row that end a run early (0: never)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +186,27 @@ class ServeSettings:
     jitter: float = _duration("10m")
     batch_delay: float = _duration("2s")
     batch_max: int = 500
+    # -- listener hardening (serve branch) --
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    header_timeout: float = _duration("10s")
+    body_timeout: float = _duration("10s")
+    # -- check-out leases (serve branch) --
+    checkout_mode: Literal["shared", "exclusive"] = "shared"
+    checkout_default_ttl: float = _duration("1h")
+    checkout_max_ttl: float = _duration("8h")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySettings:
+    """After each rotation, one VNC (RFB) authentication with the new password (issue 13)."""
+
+    enabled: bool = False
+    url: str = "wss://{host}:12016/"
+    """``{host}``, ``{cluster_id}``, ``{region}``; tcp://, ws:// or wss:// (TLS verified)."""
+    timeout: float = _duration("10s")
+    ca_bundle: str = ""
+    """CA file for a wss:// endpoint with a private certificate (default: system trust)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +226,7 @@ class Settings:
     inventory: InventorySettings = field(default_factory=InventorySettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)
     source: str = "defaults"
     """Where the settings came from (a path), for messages."""
 
@@ -268,7 +306,7 @@ def _cluster_entry(value: Any, key: str) -> ClusterEntry:
         return ClusterEntry(id=cluster_id, region=region)
     if not isinstance(value, Mapping) or not isinstance(value.get("id"), str):
         raise ConfigError("expected a table with at least id = '...'", key=key)
-    unknown = set(value) - {"id", "region", "period"}
+    unknown = set(value) - {"id", "region", "period", "vnc_host"}
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}", key=key)
     period = value.get("period")
@@ -276,6 +314,7 @@ def _cluster_entry(value: Any, key: str) -> ClusterEntry:
         id=value["id"],
         region=str(value.get("region", "")),
         period=None if period is None else parse_duration(period, key=f"{key}.period"),
+        vnc_host=str(value.get("vnc_host", "")),
     )
 
 
@@ -318,21 +357,38 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
 def _validate(settings: Settings) -> None:
     if settings.rotation.concurrency < 1:
         raise ConfigError("must be >= 1", key="rotation.concurrency")
+    if settings.rotation.vault_failure_limit < 0:
+        raise ConfigError("must be >= 0 (0: never stop)", key="rotation.vault_failure_limit")
     if settings.ehpc.max_connections < 1:
         raise ConfigError("must be >= 1", key="ehpc.max_connections")
     if settings.vault.max_workers < 1:
         raise ConfigError("must be >= 1", key="vault.max_workers")
+    if settings.vault.history_versions < 1:
+        raise ConfigError("must be >= 1", key="vault.history_versions")
     for key in ("attempts", "conflict_attempts", "throttle_attempts", "vault_attempts"):
         if getattr(settings.retry, key) < 1:
             raise ConfigError("must be >= 1", key=f"retry.{key}")
     if settings.rotation.period <= 0:
         raise ConfigError("must be longer than 0s", key="rotation.period")
+    for key in (
+        "ehpc.connect_timeout",
+        "ehpc.request_timeout",
+        "vault.timeout",
+        "rotation.cluster_deadline",
+        "rotation.claim_ttl",
+    ):
+        section, name = key.split(".")
+        # 0 would mean "no timeout" to aiohttp and requests: a hung call would never end.
+        if getattr(getattr(settings, section), name) <= 0:
+            raise ConfigError("must be longer than 0s", key=key)
     if settings.credentials.source == "static" and not (
         settings.credentials.access_key_id and settings.credentials.access_key_secret_file
     ):
         raise ConfigError(
             "source = 'static' needs access_key_id and access_key_secret_file", key="credentials"
         )
+    if settings.verify.enabled and settings.verify.timeout <= 0:
+        raise ConfigError("must be longer than 0s", key="verify.timeout")
     if settings.inventory.source == "discover" and not settings.ehpc.regions:
         raise ConfigError(
             "inventory.source = 'discover' needs at least one region", key="ehpc.regions"

@@ -14,17 +14,30 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any, Literal, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from rotator.errors import ConfigError
 from rotator.secret import MASK, Secret, find_known_secrets
 
-__all__ = ["LogFormat", "configure_logging", "redact_event", "scrub"]
+__all__ = [
+    "LEVELS",
+    "LogFormat",
+    "colors_wanted",
+    "configure_logging",
+    "quiet_cluster_events",
+    "redact_event",
+    "scrub",
+]
+
+LEVELS = ("debug", "info", "warning", "error")
 
 LogFormat = Literal["auto", "json", "console"]
 """``auto`` renders for people on a terminal and JSON lines everywhere else."""
@@ -39,6 +52,12 @@ _SAFE_KEYS = frozenset({"token_ttl", "secret_id_ttl", "password_policy", "passwo
 
 def _sensitive(key: str) -> bool:
     return key not in _SAFE_KEYS and bool(_SENSITIVE_KEY.search(key))
+
+
+def _maskable(value: Any) -> bool:
+    """Could ``value`` be a secret? Counts, flags and empty values cannot: a summary's
+    ``{"IncorrectCredential": 3}`` stays readable, while every string under such a key is masked."""
+    return value not in (None, "", False) and not isinstance(value, bool | int | float)
 
 
 def scrub(text: str) -> str:
@@ -57,7 +76,11 @@ def _clean(value: Any, depth: int = 0) -> Any:
         return scrub(repr(value))
     if isinstance(value, Mapping):
         return {
-            k: (MASK if isinstance(k, str) and _sensitive(k) and v else _clean(v, depth + 1))
+            k: (
+                MASK
+                if isinstance(k, str) and _sensitive(k) and _maskable(v)
+                else _clean(v, depth + 1)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple | set | frozenset):
@@ -71,7 +94,7 @@ def redact_event(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     """structlog processor: mask sensitive keys, Secrets and known secret values."""
     cleaned: MutableMapping[str, Any] = {}
     for key, value in event_dict.items():
-        if _sensitive(key) and value not in (None, "", False):
+        if _sensitive(key) and _maskable(value):
             cleaned[key] = MASK
         else:
             cleaned[key] = _clean(value)
@@ -95,19 +118,79 @@ class _CurrentStderr(io.TextIOBase):
         return True
 
 
+class _Quiet:
+    """While a progress bar is on screen, per-cluster chatter below ``warning`` is not printed:
+    each line would make rich re-render the bar (issue 14: 0.61x the throughput of a plain run).
+    The summary table says how every cluster ended; ``--log-level debug`` shows them anyway."""
+
+    active = False
+
+
+@contextmanager
+def quiet_cluster_events(enabled: bool = True) -> Iterator[None]:
+    previous = _Quiet.active
+    _Quiet.active = enabled
+    try:
+        yield
+    finally:
+        _Quiet.active = previous
+
+
+def _drop_quiet(_logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    if _Quiet.active and method in ("info", "debug") and "cluster_id" in event_dict:
+        raise structlog.DropEvent
+    return event_dict
+
+
+class _LibraryBridge(logging.Handler):
+    """Third-party stdlib loggers (the Alibaba Cloud credential chain logs a full traceback per
+    failed refresh) go to our log at debug, as one redacted line: never a raw traceback on the
+    terminal, and never their ``cached value`` text, which may hold a key."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        structlog.get_logger(record.name).debug(
+            "library_log",
+            library=record.name,
+            library_level=record.levelname.lower(),
+            error=f"{type(error).__name__}: {scrub(str(error))[:300]}" if error else None,
+        )
+
+
+# Loggers of libraries we call that log on their own.
+_LIBRARY_LOGGERS = ("credentials",)
+
+
+def _bridge_library_logs() -> None:
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers = [_LibraryBridge()]
+        logger.propagate = False
+
+
+def colors_wanted(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
 def configure_logging(
     level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None
 ) -> None:
     """Configure structlog for the whole process (idempotent)."""
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if level.lower() not in LEVELS or numeric is None:
+        raise ConfigError(f"{level!r} is not a log level ({', '.join(LEVELS)})", key="log level")
     out: TextIO = stream or cast(TextIO, _CurrentStderr())
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        else structlog.dev.ConsoleRenderer(colors=colors_wanted(out))
     )
+    quiet: list[Processor] = [] if numeric <= logging.DEBUG else [_drop_quiet]
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        *quiet,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
@@ -116,7 +199,7 @@ def configure_logging(
         redact_event,
         renderer,
     ]
-    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    _bridge_library_logs()
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

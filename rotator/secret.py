@@ -11,6 +11,7 @@ that somehow picked it up (an error body echoed by a server, say).
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import threading
@@ -122,16 +123,34 @@ def read_secret_file(path: str | Path, *, key: str) -> Secret:
         raise ConfigError(f"{path} does not exist", key=key) from None
     except PermissionError:
         raise ConfigError(f"{path} is not readable", key=key) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a file", key=key) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from None
+    except UnicodeDecodeError:
+        # The message names the file, never the bytes: they are the secret.
+        raise ConfigError(f"{path} is not UTF-8 text", key=key) from None
     if not value:
         raise ConfigError(f"{path} is empty", key=key)
     return Secret(value)
 
 
 def write_secret_file(path: Path, value: str) -> Path:
-    """Create or replace ``path`` readable by its owner only (0600 from the first byte)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Create or replace ``path`` readable by its owner only (0600 from the first byte).
+
+    An existing file gets mode 0600 before the secret is written into it; a symbolic link is
+    refused (it could point the secret anywhere, e.g. into a world-readable file).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(
+                f"{path} is a symbolic link; refusing to write a secret through it"
+            ) from None
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(fd, 0o600)  # an existing file keeps its old mode through os.open
+        handle.truncate()  # only after the mode is fixed: never a window with the old mode
         handle.write(value)
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -12,12 +13,19 @@ from rotator.ehpc.client import (
     MAX_RETRY_AFTER_SECONDS,
     EhpcClient,
     Endpoints,
+    _canonical_keys,
     _form_body,
     _host_header,
     _retry_after_seconds,
+    _xml_error,
 )
-from rotator.ehpc.credentials import StaticCredentials
-from rotator.errors import ConfigError
+from rotator.ehpc.codes import info_for
+from rotator.ehpc.credentials import (
+    DefaultChainCredentials,
+    RefreshableCredentials,
+    StaticCredentials,
+)
+from rotator.errors import ConfigError, ErrorScope, RetryClass
 from rotator.secret import Secret
 
 # -- _form_body -------------------------------------------------------------------------------
@@ -174,3 +182,98 @@ async def test_missing_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
 def test_a_region_can_never_steer_the_endpoint_host(region: str) -> None:
     with pytest.raises(ConfigError):
         Endpoints().url_for(region)
+
+
+# -- error bodies in every shape ---------------------------------------------------------------
+
+
+def test_lowercase_keys_are_read_like_the_documented_ones() -> None:
+    body = _canonical_keys({"code": "Forbidden.RAM", "message": "no", "requestId": "R-1"})
+    assert (body["Code"], body["Message"], body["RequestId"]) == ("Forbidden.RAM", "no", "R-1")
+    both = _canonical_keys({"Code": "A", "code": "B"})
+    assert both["Code"] == "A"  # the documented key wins
+
+
+def test_an_xml_error_body_is_read() -> None:
+    raw = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><RequestId>R-2</RequestId>'
+        b"<HostId>ehpc.cn-hangzhou.aliyuncs.com</HostId><Code>NoPermission</Code>"
+        b"<Message>You are not authorized &amp; so on.</Message></Error>"
+    )
+    parsed = _xml_error(raw)
+    assert parsed is not None
+    assert (parsed["Code"], parsed["RequestId"]) == ("NoPermission", "R-2")
+    assert parsed["Message"] == "You are not authorized & so on."
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"<Error><Message>no code</Message></Error>",
+        b'<!DOCTYPE x [<!ENTITY a "b">]><Error><Code>&a;</Code></Error>',
+        b"<Error><Code>unterminated",
+        b"plain text",
+        b"",
+    ],
+)
+def test_anything_else_is_not_an_xml_error(raw: bytes) -> None:
+    assert _xml_error(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("code", "retry_class", "scope"),
+    [
+        ("MissingClusterId", RetryClass.TERMINAL, ErrorScope.CLUSTER),
+        ("MissingParameter", RetryClass.TERMINAL, ErrorScope.CLUSTER),
+        ("InvalidSecurityToken.SomethingNew", RetryClass.TERMINAL, ErrorScope.ACCOUNT),
+        ("Forbidden.RAM", RetryClass.TERMINAL, ErrorScope.ACCOUNT),
+        ("InvalidApi.NotFound", RetryClass.TERMINAL, ErrorScope.ACCOUNT),
+    ],
+)
+def test_code_table_prefixes(code: str, retry_class: RetryClass, scope: ErrorScope) -> None:
+    info = info_for(code, 400)
+    assert (info.retry_class, info.scope) == (retry_class, scope)
+
+
+def test_an_unknown_method_is_refused() -> None:
+    with pytest.raises(ConfigError) as refused:
+        EhpcClient(
+            credentials=StaticCredentials("ak", Secret("sk-unit")),
+            endpoints=Endpoints(),
+            method="PUT",  # type: ignore[arg-type]
+        )
+    assert refused.value.key == "ehpc.method"
+
+
+@dataclass
+class _Model:
+    access_key_id: str
+    access_key_secret: str
+    security_token: str
+
+
+@pytest.mark.asyncio
+async def test_the_default_chain_refreshes_by_resolving_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each chain (alibabacloud_credentials.Client) caches what it resolved; a refresh builds a
+    # new one. Stand-in chains, since the library reads its environment once, at import.
+    chains = iter(["first", "second"])
+
+    class _Chain:
+        def __init__(self) -> None:
+            self.name = next(chains)
+
+        async def get_credential_async(self) -> _Model:
+            return _Model(f"STS.{self.name}", f"{self.name}-secret", f"{self.name}-token")
+
+    monkeypatch.setattr(DefaultChainCredentials, "_new_client", staticmethod(_Chain))
+    provider = DefaultChainCredentials()
+    assert isinstance(provider, RefreshableCredentials)
+    first = await provider.get()
+    assert (first.access_key_id, first.security_token) == ("STS.first", Secret("first-token"))
+    assert (await provider.get()).access_key_id == "STS.first"
+    second = await provider.refresh()
+    assert (second.access_key_id, second.security_token) == ("STS.second", Secret("second-token"))
+    assert not isinstance(StaticCredentials("ak", Secret("sk-unit")), RefreshableCredentials)

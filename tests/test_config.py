@@ -43,7 +43,9 @@ def test_defaults_without_a_file() -> None:
     assert settings.rotation.period == 30 * DAY
     assert settings.retry.initial_wait == 0.5
     assert settings.ehpc.endpoint_template == "https://ehpc.{region}.aliyuncs.com"
-    assert settings.ehpc.rate_limit == "5/1s"
+    assert settings.ehpc.rate_limit == "100/60s"
+    assert settings.ehpc.account_rate_limit == ""
+    assert settings.passwords.rule == "current"
     assert settings.ehpc.allow_insecure_http is False
     assert settings.inventory.clusters == []
 

@@ -376,6 +376,10 @@ def test_service_account_carries_the_rrsa_role() -> None:
 
 UNITS = sorted(p.name for p in SYSTEMD.iterdir() if p.suffix in {".service", ".timer"})
 SERVICES = [u for u in UNITS if u.endswith(".service")]
+AGENT = "rotator-vault-agent.service"
+ROTATOR_SERVICES = [s for s in SERVICES if s != AGENT]
+DROP_IN = SYSTEMD / "rotator-vault-agent.conf"
+"""Installed as ``<service>.d/vault-agent.conf`` for each rotator service."""
 
 
 @pytest.fixture(scope="module")
@@ -392,6 +396,10 @@ def systemd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 stub.parent.mkdir(parents=True, exist_ok=True)
                 stub.write_text("#!/bin/sh\n")
                 stub.chmod(0o755)
+    for service in ROTATOR_SERVICES:
+        drop_ins = units / f"{service}.d"
+        drop_ins.mkdir()
+        shutil.copy(DROP_IN, drop_ins / "vault-agent.conf")
     return root
 
 
@@ -456,12 +464,17 @@ HARDENING = {
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_services_are_hardened_and_get_secrets_as_credentials(service: str) -> None:
+def test_every_service_is_hardened(service: str) -> None:
     section = read_unit(SYSTEMD / service)["Service"]
     for key, value in HARDENING.items():
         assert section.get(key) == [value], f"{service}: {key}={value} expected"
     assert "@system-service" in section["SystemCallFilter"]
     assert "vault-secret-id:/etc/rotator/vault-secret-id" in section["LoadCredential"]
+
+
+@pytest.mark.parametrize("service", ROTATOR_SERVICES)
+def test_services_are_hardened_and_get_secrets_as_credentials(service: str) -> None:
+    section = read_unit(SYSTEMD / service)["Service"]
     env = dict(e.split("=", 1) for e in section["Environment"])
     assert env["ROTATOR_VAULT_SECRET_ID_FILE"] == "%d/vault-secret-id"
     # The variables really are config overrides: the names must map to the settings' keys.
@@ -503,6 +516,48 @@ def test_serve_service_restarts_and_reloads() -> None:
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
 
+def _agent_config() -> dict[str, str]:
+    """The settings of the shipped agent HCL that the units depend on."""
+    text = (SYSTEMD / "rotator-vault-agent.hcl").read_text(encoding="utf-8")
+    found = dict(re.findall(r'^\s*(\w+)\s*=\s*"([^"]*)"', text, re.MULTILINE))
+    assert re.search(r'method "approle"', text)
+    assert re.search(r'sink "file"', text)
+    assert re.search(r"remove_secret_id_file_after_reading\s*=\s*false", text)
+    return found
+
+
+def test_vault_agent_unit_config_and_drop_in_fit_together() -> None:
+    agent = read_unit(SYSTEMD / AGENT)
+    service = agent["Service"]
+    config = _agent_config()
+    (exec_start,) = service["ExecStart"]
+    binary, subcommand, flag = shlex.split(exec_start)
+    assert (Path(binary).name, subcommand) == ("bao", "agent")
+    assert flag == "-config=/etc/rotator/vault-agent.hcl"
+    # The secret_id comes from the unit's own credential directory.
+    (credential,) = service["LoadCredential"]
+    name = credential.split(":")[0]
+    assert config["secret_id_file_path"] == f"/run/credentials/{AGENT}/{name}"
+    # The sink lives in the unit's runtime directory, which outlives a restart of the agent.
+    sink = Path(config["path"])
+    assert service["RuntimeDirectory"] == [sink.parent.name]
+    assert str(sink.parent) == f"/run/{sink.parent.name}"
+    assert service["RuntimeDirectoryPreserve"] == ["yes"]
+    # rotator reads the sink as the same dynamic user.
+    for rotator in ROTATOR_SERVICES:
+        assert read_unit(SYSTEMD / rotator)["Service"]["User"] == service["User"]
+    drop_in = read_unit(DROP_IN)
+    assert drop_in["Unit"]["Wants"] == [AGENT]
+    assert drop_in["Unit"]["After"] == [AGENT]
+    env = dict(e.split("=", 1) for e in drop_in["Service"]["Environment"])
+    settings = load_settings(None, environ=env)
+    assert settings.vault.auth_method == "token"
+    assert settings.vault.token_file == str(sink)
+    readme = (DEPLOY / "README.md").read_text("utf-8")
+    for name in (AGENT, "rotator-vault-agent.hcl", "rotator-vault-agent.conf"):
+        assert name in readme
+
+
 # --- every rotator command line we ship uses flags the CLI has -----------------------------
 
 
@@ -511,7 +566,7 @@ def _shipped_command_lines() -> list[list[str]]:
     final = dockerfile_stages(DOCKERFILE)[-1]
     lines.append(json.loads(final.all("CMD")[-1].args))
     lines.extend(template["spec"]["containers"][0]["args"] for _, template in _pod_specs())
-    for service in SERVICES:
+    for service in ROTATOR_SERVICES:
         exec_start = read_unit(SYSTEMD / service)["Service"]["ExecStart"][0]
         lines.append(shlex.split(exec_start)[1:])
     readme = (DEPLOY / "README.md").read_text("utf-8")

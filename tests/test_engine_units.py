@@ -365,7 +365,7 @@ def test_table_renders_counts_and_failures() -> None:
     assert "Run run-42: PartFailure" in text
     assert "rotated" in text
     assert "IncorrectCredential" in text
-    assert "c-4 (failed, 1 tries, req R-4)" in text
+    assert "fix secret/ehpc/root/c-4" in text  # the fix, with the real path (issue 10 §6)
     assert "+1 more" in text  # three ThresholdReached, two shown
     assert "10 clusters in 10.0s" in text
     assert "stopped early: failure threshold 4 reached" in text
@@ -375,8 +375,10 @@ def test_vault_record_is_compact() -> None:
     record = _mixed().to_vault_record()
     assert isinstance(record["clusters"], str)
     rows = json.loads(record["clusters"])
-    assert record["clusters_columns"] == "cluster_id,region,outcome,code,attempts,request_id"
-    assert ["c-3", "cn-hangzhou", "failed", "ConflictOpt", 8, "R-3"] in rows
+    assert (
+        record["clusters_columns"] == "cluster_id,region,outcome,code,attempts,request_id,verified"
+    )
+    assert ["c-3", "cn-hangzhou", "failed", "ConflictOpt", 8, "R-3", "not_checked"] in rows
     assert len(rows) == 10
     assert " " not in record["clusters"]
     assert record["failures"] == {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,8 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
-from rotator.logs import configure_logging, redact_event, scrub
+from rotator.errors import ConfigError
+from rotator.logs import configure_logging, quiet_cluster_events, redact_event, scrub
 from rotator.secret import MASK, Secret
 
 
@@ -190,3 +192,105 @@ def test_level_filters_events() -> None:
     log.warning("shown")
     events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
     assert events == ["shown"]
+
+
+# --- issue 10 §6: readable summaries, colour rules, level checks, quiet progress ----------
+
+
+def test_counts_under_secret_sounding_keys_stay_readable() -> None:
+    # The run summary logged {"IncorrectCredential": "******"}: a count is never a secret.
+    cleaned = _redact(
+        event="run_finished",
+        failures={"IncorrectCredential": 3, "InvalidPassword": 1, "SecretMissing": 0},
+        credential_errors=2,
+    )
+    assert cleaned["failures"] == {
+        "IncorrectCredential": 3,
+        "InvalidPassword": 1,
+        "SecretMissing": 0,
+    }
+    assert cleaned["credential_errors"] == 2
+
+
+def test_strings_under_secret_sounding_keys_are_still_masked() -> None:
+    cleaned = _redact(event="x", detail={"IncorrectCredential": "hunter2-plain"}, token="t0k")
+    assert cleaned["detail"] == {"IncorrectCredential": MASK}
+    assert cleaned["token"] == MASK
+
+
+@pytest.mark.parametrize("level", ["verbose", "warn ", "", "trace", "critical"])
+def test_an_unknown_log_level_is_refused(level: str) -> None:
+    with pytest.raises(ConfigError, match="not a log level"):
+        configure_logging(level=level, fmt="json", stream=io.StringIO())
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_console_log_lines_have_colour_only_on_a_terminal_without_no_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    tty = _Terminal()
+    configure_logging(level="info", fmt="console", stream=tty)
+    structlog.get_logger("t").warning("coloured", cluster_id="c-1")
+    assert "\x1b[" in tty.getvalue()
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain_tty = _Terminal()
+    configure_logging(level="info", fmt="console", stream=plain_tty)
+    structlog.get_logger("t").warning("plain", cluster_id="c-1")
+    assert "plain" in plain_tty.getvalue()
+    assert "\x1b[" not in plain_tty.getvalue()
+
+    monkeypatch.delenv("NO_COLOR")
+    pipe = io.StringIO()
+    configure_logging(level="info", fmt="console", stream=pipe)
+    structlog.get_logger("t").warning("piped", cluster_id="c-1")
+    assert "\x1b[" not in pipe.getvalue()
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_while_a_progress_bar_shows_per_cluster_chatter_is_not_printed() -> None:
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=out)
+    log = structlog.get_logger("t")
+    with quiet_cluster_events():
+        log.info("cluster_done", cluster_id="c-1")
+        with structlog.contextvars.bound_contextvars(cluster_id="c-2"):
+            log.info("retrying")
+            log.warning("cluster_failed")
+        log.info("run_started")
+    log.info("cluster_done", cluster_id="c-3")
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events == ["cluster_failed", "run_started", "cluster_done"]
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_debug_level_shows_per_cluster_lines_even_under_a_progress_bar() -> None:
+    out = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=out)
+    with quiet_cluster_events():
+        structlog.get_logger("t").info("cluster_done", cluster_id="c-1")
+    assert json.loads(out.getvalue())["event"] == "cluster_done"
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_library_tracebacks_become_one_debug_line(capsys: pytest.CaptureFixture[str]) -> None:
+
+    out = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=out)
+    try:
+        raise RuntimeError("metadata service said 404")
+    except RuntimeError:
+        logging.getLogger("credentials").exception("cached value is AccessKey(secret=...)")
+    assert capsys.readouterr().err == ""
+    (line,) = out.getvalue().splitlines()
+    event = json.loads(line)
+    assert event["level"] == "debug"
+    assert event["error"] == "RuntimeError: metadata service said 404"
+    assert "cached value" not in line
+    assert "Traceback" not in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from rotator.errors import ConfigError
-from rotator.secret import MASK, Secret, find_known_secrets, read_secret_file
+from rotator.secret import (
+    MASK,
+    Secret,
+    find_known_secrets,
+    read_secret_file,
+    write_secret_file,
+)
 
 
 def _value() -> str:
@@ -122,3 +129,53 @@ def test_read_secret_file_errors_name_the_key_not_the_content(tmp_path: Path) ->
     with pytest.raises(ConfigError) as dir_info:
         read_secret_file(tmp_path, key="serve.webhook_token_file")
     assert dir_info.value.key == "serve.webhook_token_file"
+
+
+# -- secret files: encodings, directories, modes, symlinks --------------------------------------
+
+
+def test_a_secret_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "ak-secret"
+    path.write_bytes(b"\xff\xfe\x00not-utf8-\x9c")
+    with pytest.raises(ConfigError) as refused:
+        read_secret_file(path, key="credentials.access_key_secret_file")
+    assert refused.value.key == "credentials.access_key_secret_file"
+    assert "UTF-8" in refused.value.message
+    assert "not-utf8" not in str(refused.value)
+
+
+def test_write_secret_file_creates_it_owner_only(tmp_path: Path) -> None:
+    path = write_secret_file(tmp_path / "new", "s3cr3t-new")
+    assert path.read_text(encoding="utf-8") == "s3cr3t-new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_write_secret_file_fixes_the_mode_of_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "loose"
+    path.write_text("old value that is longer", encoding="utf-8")
+    path.chmod(0o644)
+    write_secret_file(path, "s3cr3t-2")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text(encoding="utf-8") == "s3cr3t-2"
+
+
+def test_write_secret_file_refuses_to_follow_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched", encoding="utf-8")
+    target.chmod(0o644)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError) as refused:
+        write_secret_file(link, "s3cr3t-3")
+    assert "symbolic link" in refused.value.message
+    assert "s3cr3t-3" not in str(refused.value)
+    assert target.read_text(encoding="utf-8") == "untouched"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_write_secret_file_refuses_a_dangling_symlink_too(tmp_path: Path) -> None:
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "would-be-created")
+    with pytest.raises(ConfigError):
+        write_secret_file(link, "s3cr3t-4")
+    assert not (tmp_path / "would-be-created").exists()

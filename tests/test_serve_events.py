@@ -91,3 +91,11 @@ def test_recent_ids_drop_repeats_and_stay_bounded() -> None:
         assert not recent.seen(name)
     assert not recent.seen("a")  # evicted: the LRU holds at most 3
     assert recent.seen("d")
+
+
+def test_deeply_nested_messages_are_refused_not_a_recursion_error() -> None:
+    raw = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(EventParseError, match="nested deeper"):
+        parse_event(raw)
+    nested = json.dumps({"id": "e-1", "data": {"event_type": "x", "deep": [[[[[[[[1]]]]]]]]}})
+    assert parse_event(nested).id == "e-1"

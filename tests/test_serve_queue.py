@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rotator.engine.report import ClusterOutcome, Outcome, RunSummary
-from rotator.serve.queue import Batch, Trigger, TriggerQueue, TriggerSource, TriggerState
+from rotator.serve.queue import (
+    Batch,
+    QueueFullError,
+    Trigger,
+    TriggerQueue,
+    TriggerSource,
+    TriggerState,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -165,3 +172,52 @@ async def test_a_failing_runner_does_not_stop_the_queue() -> None:
     assert first is not None
     assert first.state is TriggerState.DONE
     assert first.run_ids[0] not in queue.summaries  # no summary: the run itself failed
+
+
+class CountingId(str):
+    """A trigger id that counts how often it is compared: a list scan compares every element,
+    a set lookup (almost) none."""
+
+    __slots__ = ()
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        CountingId.comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+async def test_membership_checks_do_not_scan_the_triggers_of_a_cluster() -> None:
+    """400 ``"all"`` triggers over many clusters: comparisons stay O(1) per (cluster, trigger)."""
+    queue = TriggerQueue(batch_delay=0.0, batch_max=10_000)
+    clusters = [f"c-{i}" for i in range(50)]
+    CountingId.comparisons = 0
+    for n in range(400):
+        trigger_id = CountingId(f"wh-{n}")
+        queue.put_many(trigger(c, TriggerSource.WEBHOOK, trigger_id) for c in clusters)
+        queue.put_many(trigger(c, TriggerSource.WEBHOOK, trigger_id) for c in clusters)
+    entries = 2 * 400 * len(clusters)
+    assert CountingId.comparisons < entries  # a list scan would need ~entries * 200
+    runner = Runner()
+    await drain(queue, runner, until=1)
+    assert CountingId.comparisons < 2 * entries
+    statuses = [queue.status(f"wh-{n}") for n in range(400)]
+    assert all(s is not None and s.state is TriggerState.DONE for s in statuses)
+    assert all(s is not None and s.clusters == len(clusters) for s in statuses)
+
+
+async def test_the_queue_is_bounded_and_refuses_whole_triggers() -> None:
+    queue = TriggerQueue(batch_delay=60.0, batch_max=10_000)
+    queue.max_clusters = 5
+    queue.max_entries = 12
+    assert queue.put_many(trigger(f"c-{i}", TriggerSource.WEBHOOK, "t1") for i in range(5))
+    with pytest.raises(QueueFullError, match="full"):
+        queue.put(trigger("c-new", TriggerSource.EVENT, "t2"))
+    assert queue.put_many(trigger(f"c-{i}", TriggerSource.WEBHOOK, "t3") for i in range(5))
+    with pytest.raises(QueueFullError):  # 10 + 5 > 12 entries: nothing of it is queued
+        queue.put_many(trigger(f"c-{i}", TriggerSource.WEBHOOK, "t4") for i in range(5))
+    assert queue.status("t4") is None
+    assert queue.depth == 5
+    assert queue.holds("c-1")
+    assert not queue.holds("c-new")

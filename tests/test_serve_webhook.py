@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +20,25 @@ from rotator.secret import Secret
 from rotator.serve import webhook
 from rotator.serve.app import build_app
 from rotator.serve.metrics import ServeMetrics
-from rotator.serve.webhook import WebhookAuth, parse_rotate_request
+from rotator.serve.webhook import WebhookAuth, parse_rotate_request, sign_request
 
 TOKEN = "tok-0123456789abcdef"
 KEY = "hmac-key-fedcba9876543210"
 
 
-def sign(body: bytes, key: str = KEY) -> str:
-    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+def sign(
+    body: bytes,
+    key: str = KEY,
+    *,
+    method: str = "POST",
+    path: str = "/v1/rotate",
+    t: int | None = None,
+) -> str:
+    return sign_request(key, method, path, body, int(time.time()) if t is None else t)
+
+
+def check(auth: WebhookAuth, headers: dict[str, str], body: bytes) -> str | None:
+    return auth.check(headers, body, method="POST", path="/v1/rotate")
 
 
 @dataclass
@@ -36,6 +47,8 @@ class FakeDaemon:
     known: set[str] = field(default_factory=lambda: {"c-1", "c-2", "c-3"})
     submitted: list[tuple[list[str], str]] = field(default_factory=list)
     draining: bool = False
+    loaded: bool = True
+    body_timeout: float = 10.0
 
     def known_clusters(self) -> Collection[str]:
         return self.known
@@ -88,12 +101,12 @@ def test_bearer_and_hmac_are_checked_in_constant_time(monkeypatch: pytest.Monkey
     monkeypatch.setattr(hmac, "compare_digest", spy)  # webhook looks it up per call
     auth = WebhookAuth(token=Secret(TOKEN), hmac_secret=Secret(KEY))
     body = b'{"clusters": "all"}'
-    assert auth.check({"Authorization": f"Bearer {TOKEN}"}, body) is None
-    assert auth.check({"X-Rotator-Signature": sign(body)}, body) is None
+    assert check(auth, {"Authorization": f"Bearer {TOKEN}"}, body) is None
+    assert check(auth, {"X-Rotator-Signature": sign(body)}, body) is None
     assert len(calls) == 2
-    assert auth.check({"Authorization": "Bearer nope"}, body) == "wrong bearer token"
+    assert check(auth, {"Authorization": "Bearer nope"}, body) == "wrong bearer token"
     assert "wrong X-Rotator-Signature" in (
-        auth.check({"X-Rotator-Signature": sign(body, "other")}, body) or ""
+        check(auth, {"X-Rotator-Signature": sign(body, "other")}, body) or ""
     )
     assert len(calls) == 4
 
@@ -105,19 +118,20 @@ def test_bearer_and_hmac_are_checked_in_constant_time(monkeypatch: pytest.Monkey
         {"Authorization": "Basic dXNlcjpwYXNz"},
         {"Authorization": f"Token {TOKEN}"},
         {"X-Rotator-Signature": "md5=abc"},
+        {"X-Rotator-Signature": "sha256=" + "0" * 64},
         {"X-Rotator-Signature": sign(b"another body")},
     ],
 )
 def test_missing_or_wrong_credentials_are_refused(headers: dict[str, str]) -> None:
     auth = WebhookAuth(token=Secret(TOKEN), hmac_secret=Secret(KEY))
-    assert auth.check(headers, b"{}") is not None
+    assert check(auth, headers, b"{}") is not None
 
 
 def test_a_valid_signature_wins_over_a_wrong_bearer() -> None:
     auth = WebhookAuth(token=Secret(TOKEN), hmac_secret=Secret(KEY))
     body = b"{}"
     assert (
-        auth.check({"Authorization": "Bearer x", "X-Rotator-Signature": sign(body)}, body) is None
+        check(auth, {"Authorization": "Bearer x", "X-Rotator-Signature": sign(body)}, body) is None
     )
 
 
@@ -247,5 +261,8 @@ async def test_run_status_needs_auth_and_knows_states(client: TestClient[Any, An
     assert done.status == 200
     assert (await done.json())["status"] == "Success"
     assert (await client.get("/v1/runs/nothing", headers=bearer())).status == 404
-    signed = await client.get("/v1/runs/wh-done", headers={"X-Rotator-Signature": sign(b"")})
+    signed = await client.get(
+        "/v1/runs/wh-done",
+        headers={"X-Rotator-Signature": sign(b"", method="GET", path="/v1/runs/wh-done")},
+    )
     assert signed.status == 200

@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 
 from rotator.sim.rules import (
     DEFAULT_PAGE_SIZE,
+    LEGACY_SPECIALS,
     MAX_PAGE_SIZE,
     InvalidParam,
+    legacy_passwd_valid,
     parse_page,
+    passwd_rule,
     passwd_valid,
     runas_user_valid,
 )
@@ -108,3 +111,38 @@ def test_page_size_that_is_not_a_plain_number_is_invalid(raw: str) -> None:
     assume(not (raw.isascii() and raw.isdigit()))
     with pytest.raises(InvalidParam):
         parse_page(None, raw)
+
+
+# -- the legacy Passwd rule: 8-30 characters from at least 3 of 4 classes ----------------------
+
+LEGACY_CLASSES = (string.ascii_uppercase, string.ascii_lowercase, DIGITS, LEGACY_SPECIALS)
+
+
+@st.composite
+def legacy_passwords(draw: st.DrawFn) -> str:
+    classes = draw(st.permutations(LEGACY_CLASSES))[: draw(st.integers(3, 4))]
+    chars = [draw(st.sampled_from(cls)) for cls in classes]
+    pool = "".join(classes)
+    chars += draw(
+        st.lists(st.sampled_from(pool), min_size=8 - len(chars), max_size=30 - len(chars))
+    )
+    return "".join(draw(st.permutations(chars)))
+
+
+@given(legacy_passwords())
+def test_legacy_rule_accepts_3_of_4_classes(passwd: str) -> None:
+    assert passwd_rule("legacy")(passwd)
+    assert not passwd_rule("current")(passwd)
+
+
+@pytest.mark.parametrize(
+    "passwd",
+    ["Ab1!", "Abcdefg", "abcdefgh12", "ABCDEFGH!!", "Abcdef1" + "x" * 24, "Abcd ef12", "Abcdéf12"],
+)
+def test_legacy_rule_refuses(passwd: str) -> None:
+    assert not legacy_passwd_valid(passwd)
+
+
+def test_an_unknown_rule_is_refused() -> None:
+    with pytest.raises(ValueError, match="current, legacy"):
+        passwd_rule("strict")

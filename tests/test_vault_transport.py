@@ -31,8 +31,9 @@ def test_without_a_proxy_the_urllib3_session_is_used(monkeypatch: pytest.MonkeyP
 
 
 def test_a_refused_connection_raises_requests_connection_error() -> None:
-    session = Urllib3Session(verify=True, pool_size=1)
+    addr = f"http://127.0.0.1:{free_port()}"
+    session = Urllib3Session(verify=True, pool_size=1, origin=addr)
     with pytest.raises(requests.exceptions.ConnectionError) as raised:
-        session.request("GET", f"http://127.0.0.1:{free_port()}/v1/sys/health", timeout=2)
+        session.request("GET", f"{addr}/v1/sys/health", timeout=2)
     assert not isinstance(raised.value, requests.exceptions.Timeout)
     session.close()

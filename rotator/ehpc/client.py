@@ -8,7 +8,9 @@
                 runas_password=root_password, new_password=Secret("a1b2c3"),
             )
 
-Passwords go in the form body of a POST, never in the URL. Every failure is an
+Passwords go in the form body of a POST, never in the URL, unless ``method="GET"`` is chosen for
+a gateway that refuses POST (then they are query parameters, as every official SDK sends them,
+and the URL is never logged or put in an error). Every failure is an
 :class:`~rotator.errors.ApiError` whose retry class says what the caller may do: in particular a
 timeout or dropped connection after the request was sent is *ambiguous* (the password may have
 changed), which the rotation engine answers by re-applying the same password.
@@ -27,8 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import quote, urlencode
+from xml.etree import ElementTree
 
 import aiohttp
 import structlog
@@ -36,7 +39,7 @@ from yarl import URL
 
 from rotator.ehpc import signer
 from rotator.ehpc.codes import error_for_code
-from rotator.ehpc.credentials import CredentialProvider
+from rotator.ehpc.credentials import CredentialProvider, RefreshableCredentials
 from rotator.ehpc.models import API_VERSION, Cluster, ModifyResult
 from rotator.errors import (
     AmbiguousApiError,
@@ -49,7 +52,7 @@ from rotator.errors import (
 )
 from rotator.secret import MASK, Secret
 
-__all__ = ["DEFAULT_ENDPOINT_TEMPLATE", "EhpcClient", "Endpoints", "Timeouts"]
+__all__ = ["DEFAULT_ENDPOINT_TEMPLATE", "EhpcClient", "Endpoints", "Timeouts", "retry_after_from"]
 
 log = structlog.get_logger("rotator.ehpc")
 
@@ -57,9 +60,10 @@ DEFAULT_ENDPOINT_TEMPLATE = "https://ehpc.{region}.aliyuncs.com"
 LIST_PAGE_SIZE = 50
 # The official SDK caps a server-requested throttling delay at 120 s; so do we.
 MAX_RETRY_AFTER_SECONDS = 120.0
+STS_EXPIRED = "InvalidSecurityToken.Expired"
 
 ParamValue = str | Secret
-_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_REGION = re.compile(r"\A[a-z0-9][a-z0-9-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
 
 
 def _is_loopback(host: str) -> bool:
@@ -163,6 +167,14 @@ def _form_body(params: Mapping[str, ParamValue]) -> bytes:
     return urlencode(clear, quote_via=quote, safe="~").encode("ascii")
 
 
+def _clear(params: Mapping[str, ParamValue]) -> dict[str, str]:
+    return {k: v.reveal() if isinstance(v, Secret) else v for k, v in params.items()}
+
+
+Method = Literal["POST", "GET"]
+"""How an RPC action is sent: a form body (default) or query parameters (what the SDKs do)."""
+
+
 class EhpcClient:
     """An async E-HPC client sharing one pooled, TLS-verifying ``aiohttp.ClientSession``."""
 
@@ -175,7 +187,11 @@ class EhpcClient:
         ca_bundle: Path | None = None,
         max_connections: int = 100,
         user_agent: str = "rotator/0.1",
+        method: Method = "POST",
     ) -> None:
+        if method not in ("POST", "GET"):
+            raise ConfigError(f"{method!r} is not POST or GET", key="ehpc.method")
+        self._method: Method = method
         self._credentials = credentials
         self._endpoints = endpoints
         self._timeouts = timeouts or Timeouts()
@@ -209,6 +225,13 @@ class EhpcClient:
                 # Our own headers only: nothing (cookies, proxies' auth) leaks between calls.
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
+            # aiohttp silently re-sends an idempotent-looking request (GET) once when the
+            # connection drops. A GET ModifyVisualServicePasswd is not idempotent in effect, and
+            # the re-send would turn "dropped after sending" (ambiguous) into SignatureNonceUsed
+            # (looks retryable). No public switch exists; this private one has been stable
+            # since aiohttp 3.9. Retries are the engine's decision.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def aclose(self) -> None:
@@ -269,19 +292,58 @@ class EhpcClient:
         cluster_id: str | None = None,
         mutating: bool = False,
     ) -> dict[str, Any]:
-        """Send one signed RPC call as a form POST and return the decoded JSON body."""
+        """Send one signed RPC call and return the decoded JSON body.
+
+        ``InvalidSecurityToken.Expired`` makes a refreshable provider fetch new STS credentials,
+        and the call is sent once more: the gateway refused it before E-HPC saw it, so it did
+        not apply. A second refusal is raised (account-wide).
+        """
+        try:
+            return await self._call_once(
+                region, action, params, cluster_id=cluster_id, mutating=mutating
+            )
+        except TerminalApiError as exc:
+            provider = self._credentials
+            if exc.code != STS_EXPIRED or not isinstance(provider, RefreshableCredentials):
+                raise
+            log.info("ehpc_sts_token_expired_refreshing", action=action, cluster_id=cluster_id)
+            await provider.refresh()
+        return await self._call_once(
+            region, action, params, cluster_id=cluster_id, mutating=mutating
+        )
+
+    async def _call_once(
+        self,
+        region: str,
+        action: str,
+        params: Mapping[str, ParamValue],
+        *,
+        cluster_id: str | None,
+        mutating: bool,
+    ) -> dict[str, Any]:
         session = self._open()
         url = self._endpoints.url_for(region)
-        body = _form_body(params)
-        headers = await self._signed_headers(url, action, body)
+        if self._method == "GET":
+            # Query parameters, encoded exactly as they are signed (RFC 3986, sorted). This URL
+            # holds the passwords: it goes to aiohttp and nowhere else (no log, no message).
+            query = _clear(params)
+            body = b""
+            url = URL(f"{url}?{signer.canonical_query(query)}", encoded=True)
+        else:
+            query, body = {}, _form_body(params)
+        headers = await self._signed_headers(url, action, body, query)
         started = time.monotonic()
         sent = False
         try:
-            async with session.post(url, data=body, headers=headers) as response:
+            # Never follow a redirect: it would carry the passwords to wherever it points.
+            async with session.request(
+                self._method, url, data=body or None, headers=headers, allow_redirects=False
+            ) as response:
                 sent = True
                 raw = await response.read()
                 status = response.status
-                retry_after = response.headers.get("x-acs-retry-after")
+                retry_after = retry_after_from(response.headers)
+                location = response.headers.get("Location", "")
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TerminalApiError(
                 f"TLS certificate of {url.host} not trusted ({exc.certificate_error}); set "
@@ -320,6 +382,8 @@ class EhpcClient:
                 ambiguous=mutating,
             ) from None
         elapsed = time.monotonic() - started
+        if 300 <= status < 400:
+            raise _redirect_error(status, location, url, params, cluster_id)
         decoded = self._decode(raw, status, cluster_id=cluster_id, mutating=mutating)
         request_id = str(decoded.get("RequestId", "")) or None
         code = decoded.get("Code")
@@ -341,7 +405,7 @@ class EhpcClient:
             http_status=status,
             cluster_id=cluster_id,
             request_id=request_id,
-            retry_after=_retry_after_seconds(retry_after),
+            retry_after=retry_after,
         )
 
     @staticmethod
@@ -361,10 +425,14 @@ class EhpcClient:
         try:
             decoded = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            decoded = None
+            decoded = _xml_error(raw)
         if isinstance(decoded, dict):
-            return decoded
-        what = "an empty body" if not raw else f"a non-JSON body ({len(raw)} bytes)"
+            return _canonical_keys(decoded)
+        what = (
+            "an empty body"
+            if not raw
+            else f"a body that is neither JSON nor XML ({len(raw)} bytes)"
+        )
         message = f"HTTP {status} with {what}; a proxy or load balancer may be in the way"
         if status == 429:
             return_error: ApiError = ThrottledError(
@@ -385,7 +453,9 @@ class EhpcClient:
             )
         raise return_error
 
-    async def _signed_headers(self, url: URL, action: str, body: bytes) -> dict[str, str]:
+    async def _signed_headers(
+        self, url: URL, action: str, body: bytes, query: Mapping[str, str]
+    ) -> dict[str, str]:
         key = await self._credentials.get()
         headers = {
             "host": _host_header(url),
@@ -394,14 +464,17 @@ class EhpcClient:
             "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "x-acs-signature-nonce": uuid.uuid4().hex,
             "x-acs-content-sha256": signer.sha256_hex(body),
-            "content-type": "application/x-www-form-urlencoded",
         }
-        if key.security_token is not None:
+        if self._method == "POST":
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        if key.security_token is not None and key.security_token:
+            # What alibabacloud_tea_openapi sends with STS credentials, both signed.
+            headers["x-acs-accesskey-id"] = key.access_key_id
             headers["x-acs-security-token"] = key.security_token.reveal()
         headers["authorization"] = signer.authorization(
-            method="POST",
+            method=self._method,
             path="/",
-            query={},
+            query=query,
             headers=headers,
             payload_sha256=headers["x-acs-content-sha256"],
             access_key_id=key.access_key_id,
@@ -442,6 +515,7 @@ def _cluster_page(body: Mapping[str, Any], region: str) -> tuple[list[Cluster], 
                 name=str(entry.get("Name", "")),
                 zone=str(entry.get("ZoneId", "")),
                 status=str(entry.get("Status", "")),
+                login_node=_first_login_node(entry.get("LoginNodes")),
             )
         )
     raw_total = body.get("TotalCount")
@@ -451,6 +525,64 @@ def _cluster_page(body: Mapping[str, Any], region: str) -> tuple[list[Cluster], 
         return clusters, int(raw_total)
     except (TypeError, ValueError):
         raise bad(f"a TotalCount that is not a number ({type(raw_total).__name__})") from None
+
+
+def _first_login_node(value: object) -> str:
+    """``LoginNodes`` is documented only as "the list of logon nodes", a string: take the first
+    entry of a comma/space separated list (or of a JSON list, should it be one)."""
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    if not isinstance(value, str):
+        return ""
+    for part in value.strip("[]").replace(",", " ").split():
+        node = part.strip("\"'")
+        if node:
+            return node
+    return ""
+
+
+_KEY_CASES = (("Code", "code"), ("Message", "message"), ("RequestId", "requestId"))
+
+
+def _canonical_keys(body: dict[str, Any]) -> dict[str, Any]:
+    """The gateway (and the SDK's parser) also use lower-case ``code``/``message``/``requestId``."""
+    for upper, lower in _KEY_CASES:
+        if upper not in body and lower in body:
+            body[upper] = body[lower]
+    return body
+
+
+def _xml_error(raw: bytes) -> dict[str, Any] | None:
+    """``<Error><Code>..</Code><Message>..</Message><RequestId>..</RequestId></Error>`` as a dict;
+    None for anything else (an HTML page, a document with a DTD, a body without a Code)."""
+    text = raw.lstrip()
+    if not text.startswith(b"<") or b"<!DOCTYPE" in text.upper() or b"<!ENTITY" in text.upper():
+        return None  # no DTDs: entity expansion is a classic XML bomb
+    try:
+        root = ElementTree.fromstring(text)  # noqa: S314 - DTDs refused above
+    except ElementTree.ParseError:
+        return None
+    error = root if root.tag == "Error" else root.find("Error")
+    if error is None:
+        return None
+    fields = {child.tag: (child.text or "").strip() for child in error}
+    return fields if fields.get("Code") else None
+
+
+def _redirect_error(
+    status: int, location: str, url: URL, params: Mapping[str, ParamValue], cluster_id: str | None
+) -> TerminalApiError:
+    """The gateway never redirects; a 3xx comes from something in between (a proxy, a captive
+    portal, a wrong endpoint). The request did not reach E-HPC, so it cannot have applied."""
+    # Without its query: a proxy may have copied ours (with the passwords) into it.
+    target = _without_secrets(location.split("?", 1)[0][:200], params) or "no Location"
+    return TerminalApiError(
+        f"HTTP {status} redirect from {url.host} to {target}; redirects are never followed "
+        "(they would carry the passwords elsewhere): check ehpc.endpoint and any proxy",
+        code="InvalidResponse",
+        http_status=status,
+        cluster_id=cluster_id,
+    )
 
 
 def _without_secrets(text: str, params: Mapping[str, ParamValue]) -> str:
@@ -463,14 +595,30 @@ def _without_secrets(text: str, params: Mapping[str, ParamValue]) -> str:
     return text
 
 
+def retry_after_from(headers: Mapping[str, str]) -> float | None:
+    """Seconds the gateway asks us to wait, or None; read on any error, capped at 120 s.
+
+    Current SDKs read ``x-acs-retry-after`` (milliseconds, a positive integer). Older ones read
+    ``x-ratelimit-user-api`` and ``x-ratelimit-user`` (``Limit:1,Remain:0,TimeLeft:2000,...``)
+    and take the larger ``TimeLeft`` (milliseconds); we fall back to that.
+    """
+
+    def millis(text: str) -> int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            return 0
+
+    wait = millis(headers.get("x-acs-retry-after") or "")
+    if wait <= 0:
+        for name in ("x-ratelimit-user-api", "x-ratelimit-user"):
+            for pair in (headers.get(name) or "").split(","):
+                key, sep, value = pair.partition(":")
+                if sep and key.strip() == "TimeLeft":
+                    wait = max(wait, millis(value))
+    return min(wait / 1000.0, MAX_RETRY_AFTER_SECONDS) if wait > 0 else None
+
+
 def _retry_after_seconds(value: str | None) -> float | None:
-    """``x-acs-retry-after`` is in milliseconds; only a positive integer counts."""
-    if not value:
-        return None
-    try:
-        millis = int(value)
-    except ValueError:
-        return None
-    if millis <= 0:
-        return None
-    return min(millis / 1000.0, MAX_RETRY_AFTER_SECONDS)
+    """``x-acs-retry-after`` alone (kept for callers that hold just that header)."""
+    return retry_after_from({"x-acs-retry-after": value or ""})

@@ -56,6 +56,8 @@ CODES: dict[str, CodeInfo] = {
     "Throttling": CodeInfo(400, _R, _C, "flow control; lower the configured rate"),
     "Throttling.User": CodeInfo(400, _R, _C, "flow control; lower the configured rate"),
     "Throttling.Api": CodeInfo(400, _R, _C, "flow control; lower the configured rate"),
+    # Account-wide gateway codes: every cluster would fail the same way, so the run stops.
+    # HTTP statuses as the gateway sends them (shared/ehpc-api.md, the SDK's error handling).
     "SignatureDoesNotMatch": CodeInfo(
         400, _T, _A, "the AccessKey secret is wrong, or a proxy altered the request"
     ),
@@ -63,16 +65,42 @@ CODES: dict[str, CodeInfo] = {
     "InvalidAccessKeyId.NotFound": CodeInfo(
         404, _T, _A, "the AccessKey ID does not exist; check the credentials"
     ),
+    "InvalidAccessKeyId.Inactive": CodeInfo(
+        400, _T, _A, "the AccessKey is disabled; enable it or configure an active one"
+    ),
     "InvalidSecurityToken.Expired": CodeInfo(
-        400, _T, _A, "the STS token expired; check the credential provider"
+        400, _T, _A, "the STS token expired and a refresh did not help; check the provider"
+    ),
+    "InvalidSecurityToken.Malformed": CodeInfo(
+        400, _T, _A, "the STS security token is malformed; check the credential source"
+    ),
+    "InvalidSecurityToken.MismatchWithAccessKey": CodeInfo(
+        400, _T, _A, "the STS token belongs to another AccessKey; check the credential source"
+    ),
+    "InvalidTimeStamp.Expired": CodeInfo(
+        400, _T, _A, "the request time is over 15 min from the server's: check the clock (NTP)"
+    ),
+    "InvalidTimeStamp.Format": CodeInfo(
+        400, _T, _A, "the request timestamp was not understood: check the clock and time zone"
+    ),
+    "Forbidden.RAM": CodeInfo(
+        403,
+        _T,
+        _A,
+        "the RAM identity may not call this action; grant ehpc:ModifyVisualServicePasswd",
+    ),
+    "NoPermission": CodeInfo(
+        403, _T, _A, "the RAM identity lacks the permission; grant the rotator's RAM policy"
+    ),
+    "InvalidApi.NotFound": CodeInfo(
+        404, _T, _A, "the endpoint does not offer this action: check ehpc.endpoint and the region"
     ),
     "MissingParameter": CodeInfo(400, _T, _C, "a required parameter is missing (a client bug)"),
-    "InvalidTimeStamp.Expired": CodeInfo(
-        400, _T, _A, "the request time is too far from the server's; fix the host clock"
-    ),
     "SignatureNonceUsed": CodeInfo(400, _R, _C, "the signature nonce was reused"),
 }
 
+_MISSING = CodeInfo(400, _T, _C, "a required parameter is missing (a client bug; report it)")
+_BAD_TOKEN = CodeInfo(400, _T, _A, "the STS security token was refused; check the provider")
 _UNKNOWN_4XX = CodeInfo(400, _T, _C, "unrecognised client error")
 _UNKNOWN_5XX = CodeInfo(500, _R, _C, "unrecognised server error")
 
@@ -84,6 +112,10 @@ def info_for(code: str, http_status: int | None = None) -> CodeInfo:
         return known
     if code.startswith("Throttling"):
         return CODES["Throttling"]
+    if code.startswith("Missing") and len(code) > len("Missing"):
+        return _MISSING  # Missing<Name>: "<Name> is mandatory for this action."
+    if code.startswith("InvalidSecurityToken."):
+        return _BAD_TOKEN
     if http_status is not None and http_status >= 500:
         return _UNKNOWN_5XX
     return _UNKNOWN_4XX
@@ -108,7 +140,10 @@ def error_for_code(
         "request_id": request_id,
         "scope": info.scope,
     }
-    if code.startswith("Throttling"):
+    # Like the current SDK, an answer that says when to come back is retried then, whatever its
+    # code; only a code we know to be terminal stays terminal.
+    waits = retry_after is not None and (code not in CODES or info.retry_class is _R)
+    if code.startswith("Throttling") or waits:
         return ThrottledError(text, retry_after=retry_after, **common)
     if info.retry_class is RetryClass.RETRYABLE:
         return RetryableApiError(text, **common)  # type: ignore[arg-type]

@@ -19,6 +19,8 @@ class Cluster:
     name: str = ""
     zone: str = ""
     status: str = RUNNING
+    login_node: str = ""
+    """The first of ``LoginNodes`` (the VNC check's ``{host}`` when no vnc_host is set)."""
 
     @property
     def is_running(self) -> bool:

@@ -7,22 +7,35 @@ At most ``concurrency`` rotations exist at any time (tasks are created as slots 
 clusters cost 10,000 small records, not 10,000 tasks). Once the failure threshold is reached, an
 account-wide error comes back (NotAuthorized, InDebt, a bad AccessKey...) or ``stop`` is set (a
 signal), no new cluster starts; the ones in flight finish and the rest are ``not_attempted``.
+
+With ``skip_not_due`` (what ``rotator rotate`` does without ``--force``) each cluster's state is
+read first and a cluster that is not due (see :mod:`rotator.engine.due`) is ``skipped`` with
+code ``NotDue``. The Vault circuit breaker: after ``vault_failure_limit`` Vault failures in a row
+(no cluster finished in between) no new cluster starts and rotations waiting to retry park at
+once (a commit waiting on Vault parks as ``commit_failed``, its password safe as pending), so a
+sealed Vault ends the run in seconds instead of ~10 s of retries per cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import structlog
 
+from rotator.engine.due import decide
+from rotator.engine.ports import Hooks, RotationStore
 from rotator.engine.report import ClusterOutcome, Outcome, RunSummary
 from rotator.engine.rotation import RotationContext, Target, rotate_cluster
-from rotator.errors import ConfigError, RotatorError
+from rotator.engine.verification import Verification
+from rotator.errors import ConfigError, RetryClass, RotatorError, VaultError
+from rotator.vault.store import VncState
 
 __all__ = ["FailureThreshold", "run_batch"]
 
@@ -92,6 +105,61 @@ def interleave_regions(targets: Iterable[Target]) -> list[Target]:
 class _State:
     failures: int = 0
     stopped_reason: str | None = None
+    vault_failures: int = 0
+    """Vault calls that failed since a cluster last finished without a Vault error."""
+    last_vault_code: str = ""
+
+
+def _vault_trouble(outcome: ClusterOutcome) -> bool:
+    """Did this cluster end because of Vault (or a stop the breaker caused)?"""
+    code = outcome.code or ""
+    return code.startswith("Vault") or code == "Interrupted"
+
+
+class _FirstRead:
+    """The rotation store, except that a cluster's first ``read_vnc`` returns the state the due
+    check has just read: deciding costs no second Vault GET for a cluster that rotates. (Any
+    staleness is what a check-and-set write is for, as with every read.)"""
+
+    def __init__(self, store: RotationStore) -> None:
+        self._store = store
+        self._states: dict[str, VncState] = {}
+
+    def keep(self, state: VncState) -> None:
+        self._states[state.cluster_id] = state
+
+    async def read_vnc(self, cluster_id: str) -> VncState:
+        state = self._states.pop(cluster_id, None)
+        return state if state is not None else await self._store.read_vnc(cluster_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)  # every other call goes to the real store
+
+
+class _CountingHooks:
+    """Passes every hook on, and counts Vault failures for the circuit breaker."""
+
+    def __init__(self, inner: Hooks, state: _State, on_vault_error: Callable[[], None]) -> None:
+        self._inner = inner
+        self._state = state
+        self._on_vault_error = on_vault_error
+
+    def api_call(self, *, region: str, code: str | None, seconds: float) -> None:
+        self._inner.api_call(region=region, code=code, seconds=seconds)
+
+    def retry(self, *, cluster_id: str, code: str, delay: float) -> None:
+        self._inner.retry(cluster_id=cluster_id, code=code, delay=delay)
+
+    def outcome(self, outcome: ClusterOutcome) -> None:
+        if not _vault_trouble(outcome):
+            self._state.vault_failures = 0
+        self._inner.outcome(outcome)
+
+    def vault_error(self, *, code: str) -> None:
+        self._state.vault_failures += 1
+        self._state.last_vault_code = code
+        self._inner.vault_error(code=code)
+        self._on_vault_error()
 
 
 async def run_batch(
@@ -103,16 +171,55 @@ async def run_batch(
     max_failures: FailureThreshold | None = None,
     stop: asyncio.Event | None = None,
     trigger: str = "manual",
+    verification: Verification | None = None,
+    skip_not_due: bool = False,
+    vault_failure_limit: int | None = None,
 ) -> RunSummary:
     """Rotate every target and return the run's summary. Never raises for per-cluster errors."""
     started_at = datetime.now(UTC)
+    throttled_before = ctx.limiter.throttle_counts()
     threshold = max_failures or FailureThreshold(None)
     stop = stop or asyncio.Event()
-    ctx.stop = stop
+    # The rotations watch ``halt``: the caller's stop (a signal) or the Vault breaker. The
+    # caller's own event is never set by us (the daemon's stop means "shut the daemon down").
+    halt = asyncio.Event()
+    ctx.stop = halt
     state = _State()
     outcomes: list[ClusterOutcome] = []
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
+
+    def vault_breaker() -> None:
+        if (
+            vault_failure_limit
+            and state.vault_failures >= vault_failure_limit
+            and state.stopped_reason is None
+        ):
+            state.stopped_reason = (
+                f"Vault failed {state.vault_failures} times in a row "
+                f"(last: {state.last_vault_code}); stopped starting clusters"
+            )
+            log.error(
+                "vault_breaker_open",
+                failures=state.vault_failures,
+                code=state.last_vault_code,
+                detail="no new cluster starts; rotations waiting on Vault park now; "
+                "check that Vault is unsealed and reachable, then run again",
+            )
+            halt.set()
+
+    inner_hooks = ctx.hooks
+    ctx.hooks = _CountingHooks(inner_hooks, state, vault_breaker)
+    real_store = ctx.store
+    first_read = _FirstRead(real_store)
+    if skip_not_due:
+        ctx.store = cast(RotationStore, first_read)
+
+    async def relay_stop() -> None:
+        await stop.wait()
+        halt.set()
+
+    relay = asyncio.create_task(relay_stop(), name="batch:stop")
 
     def stopping() -> str | None:
         if state.stopped_reason is None:
@@ -122,9 +229,59 @@ async def run_batch(
                 state.stopped_reason = f"failure threshold reached ({state.failures} failed)"
         return state.stopped_reason
 
+    async def read_state(target: Target) -> VncState | ClusterOutcome:
+        """The cluster's state for the due decision, with the rotation's Vault retries."""
+        attempt = 0
+        while True:
+            try:
+                return await real_store.read_vnc(target.cluster_id)
+            except VaultError as exc:
+                ctx.hooks.vault_error(code=exc.code)
+                attempt += 1
+                delay = (
+                    ctx.retry.delay_on(ctx.retry.vault, attempt=attempt)
+                    if exc.retry_class is RetryClass.RETRYABLE
+                    else None
+                )
+                if delay is None or halt.is_set():
+                    return ClusterOutcome(
+                        cluster_id=target.cluster_id,
+                        region=target.region,
+                        outcome=Outcome.FAILED,
+                        code=exc.code,
+                        message=exc.message,
+                    )
+                with contextlib.suppress(TimeoutError):  # the backoff, cut short by a halt
+                    await asyncio.wait_for(halt.wait(), delay)
+
+    async def rotate_if_due(target: Target) -> ClusterOutcome:
+        if not skip_not_due:
+            return await rotate_cluster(target, ctx)
+        read = await read_state(target)
+        if isinstance(read, ClusterOutcome):
+            ctx.hooks.outcome(read)
+            return read
+        decision = decide(target, read, now=datetime.now(UTC), default_period=ctx.period)
+        if decision.rotate:
+            first_read.keep(read)
+            return await rotate_cluster(target, ctx)
+        skipped = ClusterOutcome(
+            cluster_id=target.cluster_id,
+            region=target.region,
+            outcome=Outcome.SKIPPED,
+            code=decision.code,
+            message=decision.reason,
+        )
+        ctx.hooks.outcome(skipped)
+        return skipped
+
     async def one(target: Target) -> None:
         try:
-            outcome = await rotate_cluster(target, ctx)
+            outcome = await rotate_if_due(target)
+            # --- VNC verification (issue 13): once, after the commit; see verification.py
+            if verification is not None:
+                outcome = await verification.check(outcome, target, ctx)
+            # --- end VNC verification
         except Exception as exc:  # one cluster's bug must not sink the run
             log.exception("rotation_crashed", cluster_id=target.cluster_id)
             message = str(exc) if isinstance(exc, RotatorError) else type(exc).__name__
@@ -141,6 +298,14 @@ async def run_batch(
         outcomes.append(outcome)
         if outcome.outcome in _FAILED:
             state.failures += 1
+            log.warning(
+                "cluster_failed",
+                cluster_id=outcome.cluster_id,
+                outcome=outcome.outcome.value,
+                code=outcome.code,
+                detail=outcome.message,
+                request_id=outcome.request_id,
+            )
         if outcome.account_wide and state.stopped_reason is None:
             state.stopped_reason = (
                 f"{outcome.code} affects every cluster of the account; stopped at once"
@@ -158,24 +323,29 @@ async def run_batch(
         outcomes.append(result)
         ctx.hooks.outcome(result)
 
-    for target in interleave_regions(dedupe(targets)):
-        if target.status is not None and target.status != "running":
-            skip(target, Outcome.SKIPPED, "ClusterNotRunning", f"status is {target.status}")
-            continue
-        if reason := stopping():
-            skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
-            continue
-        await slots.acquire()
-        if reason := stopping():  # it may have changed while we waited for a slot
-            slots.release()
-            skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
-            continue
-        task = asyncio.create_task(one(target), name=f"rotate:{target.cluster_id}")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    while tasks:
-        await asyncio.gather(*list(tasks))
-    await ctx.drain()
+    try:
+        for target in interleave_regions(dedupe(targets)):
+            if target.status is not None and target.status != "running":
+                skip(target, Outcome.SKIPPED, "ClusterNotRunning", f"status is {target.status}")
+                continue
+            if reason := stopping():
+                skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
+                continue
+            await slots.acquire()
+            if reason := stopping():  # it may have changed while we waited for a slot
+                slots.release()
+                skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
+                continue
+            task = asyncio.create_task(one(target), name=f"rotate:{target.cluster_id}")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*list(tasks))
+        await ctx.drain()
+    finally:
+        relay.cancel()
+        ctx.hooks = inner_hooks
+        ctx.store = real_store
     summary = RunSummary.build(
         run_id=run_id,
         started_at=started_at,
@@ -184,6 +354,9 @@ async def run_batch(
         stopped_reason=state.stopped_reason,
         api_calls=ctx.api_calls,
         trigger=trigger,
+        rate_limits=ctx.limiter.summary(since=throttled_before),
     )
-    log.info("run_finished", **summary.log_fields())
+    # A run that did not succeed says so at warning/error, so --log-level warning still shows why.
+    level = {"Success": "info", "PartFailure": "warning"}.get(summary.status.value, "error")
+    getattr(log, level)("run_finished", **summary.log_fields())
     return summary

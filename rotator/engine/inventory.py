@@ -30,8 +30,10 @@ class Selection:
     discover: bool = False
 
     def check(self) -> None:
-        if not self.all and not self.clusters:
-            raise ConfigError("say which clusters: --all, or --cluster ID (repeatable)")
+        if not self.all and not self.clusters and not self.regions:
+            raise ConfigError(
+                "say which clusters: --all, --region REGION or --cluster ID (repeatable)"
+            )
         if self.all and self.clusters:
             raise ConfigError("--all and --cluster exclude each other")
 
@@ -65,8 +67,17 @@ async def resolve_targets(runtime: Runtime, selection: Selection) -> list[Target
         known = {t.cluster_id for t in found}
         missing = sorted(wanted - known)
         # An explicitly named cluster is rotated even if the inventory does not list it; its
-        # root credential in Vault says where it lives.
-        found += await _from_vault(runtime, periods, only=missing)
+        # root credential in Vault says where it lives. One without is refused up front (as
+        # the webhook answers 422), before anything rotates: a typo must not look like a failure.
+        unknown: list[str] = []
+        found += await _from_vault(runtime, periods, only=missing, unknown=unknown)
+        if unknown:
+            vault = runtime.settings.vault
+            raise ConfigError(
+                f"unknown cluster(s) {', '.join(sorted(unknown))}: not in the inventory and no "
+                f"root credential at {vault.kv_mount}/{vault.root_path}/<id>",
+                key="--cluster",
+            )
         found = [t for t in found if t.cluster_id in wanted]
     excluded = set(selection.exclude) | set(settings.inventory.exclude)
     only_regions = set(selection.regions)
@@ -81,20 +92,30 @@ async def resolve_targets(runtime: Runtime, selection: Selection) -> list[Target
 
 
 async def _from_vault(
-    runtime: Runtime, periods: Mapping[str, float | None], *, only: Sequence[str] | None = None
+    runtime: Runtime,
+    periods: Mapping[str, float | None],
+    *,
+    only: Sequence[str] | None = None,
+    unknown: list[str] | None = None,
 ) -> list[Target]:
-    """Clusters with a root credential in Vault; the region comes from that credential."""
+    """Clusters with a root credential in Vault; the region comes from that credential.
+
+    With ``unknown``, a cluster that has no root credential at all is listed there instead.
+    """
     store = runtime.store
     ids = list(only) if only is not None else await store.list_root_clusters()
     limit = asyncio.Semaphore(runtime.settings.vault.max_workers)
 
-    async def one(cluster_id: str) -> Target:
+    async def one(cluster_id: str) -> Target | None:
         async with limit:
             try:
                 root = await store.read_root(cluster_id)
             except VaultError as exc:
                 if exc.retry_class is not RetryClass.TERMINAL:
                     raise  # Vault is down: the run cannot start at all
+                if unknown is not None and exc.code == "RootCredentialMissing":
+                    unknown.append(cluster_id)
+                    return None
                 # The rotation reports it for this cluster; the rest of the run goes on.
                 return Target(cluster_id=cluster_id, region="", period=periods.get(cluster_id))
         return Target(
@@ -104,4 +125,4 @@ async def _from_vault(
             root=root,
         )
 
-    return list(await asyncio.gather(*(one(i) for i in ids)))
+    return [t for t in await asyncio.gather(*(one(i) for i in ids)) if t is not None]

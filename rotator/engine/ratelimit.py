@@ -1,33 +1,75 @@
-"""Per-region rate limits, written the way the API documents them (``"200/60s"``, ``"5/1s"``).
+"""Rate limits as the cloud counts them: per region endpoint and per account, smooth and adaptive.
 
-    limiter = RegionLimiter(default=RateLimit.parse("5/1s"), overrides={"cn-beijing": "10/1s"})
-    async with limiter.slot("cn-hangzhou"):
-        await api.modify_visual_service_passwd(...)
+    limiter = RegionLimiter(RateLimit.parse("100/60s"), {"cn-beijing": "20/10s"},
+                            account=RateLimit.parse("300/60s"))
+    sent_at = await limiter.turn("cn-hangzhou")            # waits for this call's turn
+    ...                                                    # send the call right away
+    limiter.observe("cn-hangzhou", error, sent_at=sent_at) # Throttling*: slow that scope down
 
-One ``asyncio_throttle.Throttler`` per region endpoint. The batch engine puts its global
-concurrency semaphore in front of these, so at most ``concurrency`` tasks ever wait here.
+Limits are written the way the API documents them (``"100/60s"``, ``"20/10s"``, ``"5/1s"``). The
+gateway counts calls per window and answers ``Throttling.User`` above the quota, so:
+
+* **Smooth, not bursty.** One call every ``period/N`` (times :data:`WINDOW_GUARD`), never ``N`` at
+  once: a burst released at a window edge, pushed by a stall into the next window, is how a
+  receiver ends up counting more than ``N``. Each call is stamped when it is let go. A call let go
+  a little late (event-loop lag) does not push the schedule back, so lag does not eat the quota;
+  after a longer stall the schedule catches up at most at twice the rate, and never so that the
+  last ``N + 1`` stamps span less than ``period * WINDOW_GUARD``: the receiving side never counts
+  more than ``N`` in any window of ``period``, sliding or aligned, unless the network delays one
+  call by more than the guard (2% of the period) relative to another.
+* **Two scopes.** A call takes its turn at its region's scope, then at the account's (when an
+  account-wide limit is set); both are stamped with the same instant.
+* **Adaptive.** A ``Throttling*`` answer means the real quota is lower than configured: the
+  scope's rate is multiplied by ``decrease`` (once per burst of answers: only calls sent after the
+  last decrease count) and recovers by ``recover`` of the configured rate per configured period
+  (additive increase), like the AWS SDKs' adaptive retry mode.
+* **Cheap while waiting.** Waiters queue on an :class:`asyncio.Lock` (FIFO); only the head sleeps,
+  once, until its turn. The rest never wake up to poll. ``asyncio_throttle.Throttler`` stays behind
+  the schedule as a hard sliding-window cap; the schedule keeps it from ever having to poll.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from asyncio_throttle.throttler import Throttler
 
-from rotator.errors import ConfigError
+from rotator.config import EhpcSettings
+from rotator.errors import ApiError, ConfigError, ThrottledError
 
-__all__ = ["RateLimit", "RegionLimiter"]
+__all__ = [
+    "ACCOUNT_SCOPE",
+    "DEFAULT_ADAPTIVE",
+    "Adaptive",
+    "Pace",
+    "RateLimit",
+    "RegionLimiter",
+    "ScopeRate",
+    "limiter_from",
+]
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
-# The server counts calls by arrival time, we count them by send time; network jitter can move a
-# call across the server's window edge. A 2% longer window keeps us under the limit without
+ACCOUNT_SCOPE = "account"
+"""The name of the account-wide scope in :meth:`RegionLimiter.rates`."""
+
+# The server counts calls by arrival time, we stamp them at send time; network jitter can move a
+# call across the server's window edge. Spacing calls 2% wider keeps us under the limit without
 # giving up more than 2% of it.
 WINDOW_GUARD = 1.02
+# After a late call the next gap may shrink to this fraction of a gap while the schedule catches
+# up: lag costs no quota, and a stall is followed by calls at twice the rate, not a burst.
+CATCH_UP = 0.5
+
+SleepFn = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +83,7 @@ class RateLimit:
         match = _RATE.match(text)
         if not match:
             raise ConfigError(
-                f"{text!r} is not a rate; write it as the API documents it, e.g. '200/60s' or "
+                f"{text!r} is not a rate; write it as the API documents it, e.g. '100/60s' or "
                 "'5/1s'",
                 key=key,
             )
@@ -55,39 +97,293 @@ class RateLimit:
     def per_second(self) -> float:
         return self.calls / self.period
 
+    @property
+    def gap(self) -> float:
+        """Seconds between two calls when they are spread evenly: ``period / calls``."""
+        return self.period / self.calls
+
     def __str__(self) -> str:
         return f"{self.calls}/{self.period:g}s"
 
 
-class RegionLimiter:
-    """One throttler per region; a region without an override gets the default rate."""
+@dataclass(frozen=True, slots=True)
+class Adaptive:
+    """How a scope reacts to ``Throttling*`` (multiplicative decrease, additive increase)."""
 
-    def __init__(self, default: RateLimit, overrides: Mapping[str, str] | None = None) -> None:
+    decrease: float = 0.7
+    """The rate is multiplied by this on a throttling answer (the AWS SDKs use 0.7)."""
+    recover: float = 0.05
+    """Fraction of the configured rate regained per configured period (100/60s: +5 per minute)."""
+    floor: float = 0.05
+    """The rate never drops below this fraction of the configured one."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.decrease < 1 or not 0 <= self.recover <= 1 or not 0 < self.floor <= 1:
+            raise ValueError("decrease in (0, 1), recover in [0, 1], floor in (0, 1]")
+
+
+DEFAULT_ADAPTIVE = Adaptive()
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRate:
+    """What the run summary and the metrics show about one scope."""
+
+    scope: str
+    configured: RateLimit
+    effective_per_second: float
+    lowest_per_second: float
+    throttled: int
+
+    @staticmethod
+    def _as_limit(per_second: float, period: float) -> str:
+        return f"{per_second * period:.3g}/{period:g}s"
+
+    def to_dict(self) -> dict[str, object]:
+        period = self.configured.period
+        return {
+            "configured": str(self.configured),
+            "effective": self._as_limit(self.effective_per_second, period),
+            "lowest": self._as_limit(self.lowest_per_second, period),
+            "throttled": self.throttled,
+            "effective_per_second": round(self.effective_per_second, 4),
+        }
+
+
+class Pace:
+    """The arithmetic of one scope, with every instant passed in (so it is tested without time).
+
+    ``next_at`` is the earliest instant the next call may go; :meth:`stamp` records a call let go
+    at ``now``; :meth:`throttled` slows the scope down; the rate recovers lazily with time.
+    """
+
+    __slots__ = (
+        "_changed_at",
+        "_decreased_at",
+        "_rate",
+        "_recent",
+        "adaptive",
+        "limit",
+        "lowest",
+        "next_at",
+        "throttles",
+    )
+
+    def __init__(self, limit: RateLimit, adaptive: Adaptive | None = DEFAULT_ADAPTIVE) -> None:
+        self.limit = limit
+        self.adaptive = adaptive
+        """None: a fixed rate (throttling answers are counted and their retry-after honoured)."""
+        self._rate = limit.per_second
+        self._changed_at = -math.inf
+        self._decreased_at = -math.inf
+        self.lowest = limit.per_second
+        self.next_at = -math.inf
+        self.throttles = 0
+        self._recent: deque[float] = deque(maxlen=limit.calls)
+        """The last ``N`` stamps."""
+
+    def rate(self, now: float) -> float:
+        """Calls per second allowed at ``now`` (the configured rate unless throttled lately)."""
+        ceiling = self.limit.per_second
+        if self._rate >= ceiling or self.adaptive is None:
+            return ceiling
+        regained = ceiling * self.adaptive.recover * (now - self._changed_at) / self.limit.period
+        return min(ceiling, self._rate + max(0.0, regained))
+
+    def gap(self, now: float) -> float:
+        """Seconds from one call to the next at the current rate, guard included."""
+        return WINDOW_GUARD / self.rate(now)
+
+    def stamp(self, now: float) -> None:
+        """A call was let go at ``now``: schedule the next one.
+
+        On time, the next slot is one guarded gap after this one's slot (no drift from loop lag);
+        late, at least ``CATCH_UP`` gaps after ``now``; and never before the call ``N`` back is a
+        guarded period old (at most ``N`` calls in any window of the period).
+        """
+        gap = WINDOW_GUARD / self.rate(now)
+        scheduled = self.next_at if self.next_at > -math.inf else now
+        self.next_at = max(scheduled + gap, now + gap * CATCH_UP)
+        recent = self._recent
+        recent.append(now)
+        if len(recent) == recent.maxlen:
+            self.next_at = max(self.next_at, recent[0] + self.limit.period * WINDOW_GUARD)
+
+    def throttled(self, *, now: float, sent_at: float | None, retry_after: float | None) -> bool:
+        """The server throttled a call sent at ``sent_at``; True when the rate was lowered.
+
+        Calls sent before the last decrease were paced at the old rate: their answers say
+        nothing new, so one burst of Throttling answers lowers the rate once.
+        """
+        self.throttles += 1
+        lowered = False
+        if self.adaptive is not None and (sent_at is None or sent_at >= self._decreased_at):
+            floor = self.limit.per_second * self.adaptive.floor
+            self._rate = max(floor, self.rate(now) * self.adaptive.decrease)
+            self._changed_at = self._decreased_at = now
+            self.lowest = min(self.lowest, self._rate)
+            lowered = True
+        # Leave room before the next call: one gap at the new rate, or what the server asked.
+        self.next_at = max(self.next_at, now + self.gap(now), now + (retry_after or 0.0))
+        return lowered
+
+
+class _Scope:
+    """A :class:`Pace` with its FIFO of waiters and the hard cap behind it."""
+
+    __slots__ = ("cap", "lock", "name", "pace")
+
+    def __init__(self, name: str, pace: Pace, *, hard_cap: bool) -> None:
+        self.name = name
+        self.pace = pace
+        self.lock = asyncio.Lock()  # FIFO: waiters sleep in line, only the head is awake
+        limit = pace.limit
+        self.cap: Throttler | None = (
+            Throttler(rate_limit=limit.calls, period=limit.period, retry_interval=limit.gap / 4)
+            if hard_cap
+            else None
+        )
+
+    def rate(self, now: float) -> ScopeRate:
+        pace = self.pace
+        return ScopeRate(
+            scope=self.name,
+            configured=pace.limit,
+            effective_per_second=pace.rate(now),
+            lowest_per_second=pace.lowest,
+            throttled=pace.throttles,
+        )
+
+
+class RegionLimiter:
+    """One paced scope per region endpoint (default rate or an override), and optionally one for
+    the whole account. The batch engine's concurrency semaphore bounds how many tasks wait here.
+    """
+
+    def __init__(
+        self,
+        default: RateLimit,
+        overrides: Mapping[str, str] | None = None,
+        *,
+        account: RateLimit | None = None,
+        adaptive: Adaptive | None = DEFAULT_ADAPTIVE,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: SleepFn = asyncio.sleep,
+    ) -> None:
         self._default = default
         self._rates = {
             region: RateLimit.parse(text, key=f"ehpc.rate_limits.{region}")
             for region, text in (overrides or {}).items()
         }
-        self._throttlers: dict[str, Throttler] = {}
+        self._adaptive = adaptive
+        self._clock = clock
+        self._sleep = sleep
+        # The hard cap reads time.monotonic itself: only with the real clock.
+        self._hard_cap = clock is time.monotonic
+        self._scopes: dict[str, _Scope] = {}
+        self._account = self._new_scope(ACCOUNT_SCOPE, account) if account is not None else None
+
+    @property
+    def account(self) -> RateLimit | None:
+        return self._account.pace.limit if self._account is not None else None
 
     def rate_for(self, region: str) -> RateLimit:
         return self._rates.get(region, self._default)
 
-    def _throttler(self, region: str) -> Throttler:
-        throttler = self._throttlers.get(region)
-        if throttler is None:
-            rate = self.rate_for(region)
-            throttler = Throttler(
-                rate_limit=rate.calls, period=rate.period * WINDOW_GUARD, retry_interval=0.005
-            )
-            self._throttlers[region] = throttler
-        return throttler
+    def _new_scope(self, name: str, limit: RateLimit) -> _Scope:
+        return _Scope(name, Pace(limit, self._adaptive), hard_cap=self._hard_cap)
+
+    def _scope(self, region: str) -> _Scope:
+        scope = self._scopes.get(region)
+        if scope is None:
+            scope = self._scopes[region] = self._new_scope(region, self.rate_for(region))
+        return scope
+
+    async def _until_ready(self, scope: _Scope) -> None:
+        """Sleep (once, normally) until ``scope`` may let a call go."""
+        while True:
+            delay = scope.pace.next_at - self._clock()
+            if delay <= 0:
+                return
+            await self._sleep(delay)
 
     async def acquire(self, region: str) -> None:
-        """Wait for a slot to send one call to ``region``."""
-        await self._throttler(region).acquire()  # type: ignore[no-untyped-call]  # untyped lib
+        """Wait for this call's turn at ``region`` (and the account); send it right after."""
+        await self.turn(region)
+
+    async def turn(self, region: str) -> float:
+        """:meth:`acquire`, returning the instant the call was let go (the limiter's clock)."""
+        scope = self._scope(region)
+        account = self._account
+        async with scope.lock:
+            while True:
+                await self._until_ready(scope)
+                if account is None:
+                    return await self._let_go(scope)
+                async with account.lock:
+                    await self._until_ready(account)
+                    if scope.pace.next_at <= self._clock():
+                        return await self._let_go(scope, account)
+                # The region was throttled while we waited for the account: wait again.
 
     @asynccontextmanager
-    async def slot(self, region: str) -> AsyncIterator[None]:
-        await self.acquire(region)
-        yield
+    async def slot(self, region: str) -> AsyncIterator[float]:
+        yield await self.turn(region)
+
+    async def _let_go(self, *scopes: _Scope) -> float:
+        for scope in scopes:
+            if scope.cap is not None:
+                await scope.cap.acquire()  # type: ignore[no-untyped-call]  # untyped lib
+        now = self._clock()
+        for scope in scopes:
+            scope.pace.stamp(now)
+        return now
+
+    def observe(self, region: str, error: ApiError, *, sent_at: float | None = None) -> None:
+        """Feed back an API error: ``Throttling*`` lowers the rate of the call's scopes."""
+        if not error.code.startswith("Throttling"):
+            return
+        retry_after = error.retry_after if isinstance(error, ThrottledError) else None
+        now = self._clock()
+        for scope in (self._scope(region), self._account):
+            if scope is not None:
+                scope.pace.throttled(now=now, sent_at=sent_at, retry_after=retry_after)
+
+    def throttle_counts(self) -> dict[str, int]:
+        """Throttling answers so far per scope (pass to :meth:`summary` to count one run's)."""
+        return {name: rate.throttled for name, rate in self.rates().items()}
+
+    def summary(self, since: Mapping[str, int] | None = None) -> dict[str, dict[str, object]]:
+        """:meth:`rates` as plain values, for the run summary; ``throttled`` counts from
+        ``since`` (a :meth:`throttle_counts` taken when the run started: the daemon's limiter
+        outlives its runs)."""
+        before = since or {}
+        summary = {}
+        for name, rate in self.rates().items():
+            values = rate.to_dict()
+            values["throttled"] = rate.throttled - before.get(name, 0)
+            summary[name] = values
+        return summary
+
+    def rates(self) -> dict[str, ScopeRate]:
+        """The configured and effective rate of every scope used so far (account last)."""
+        now = self._clock()
+        rates = {name: scope.rate(now) for name, scope in sorted(self._scopes.items())}
+        if self._account is not None:
+            rates[ACCOUNT_SCOPE] = self._account.rate(now)
+        return rates
+
+
+def limiter_from(ehpc: EhpcSettings) -> RegionLimiter:
+    """The limiter ``[ehpc]`` describes; ConfigError naming the key on a bad rate."""
+    account = (
+        RateLimit.parse(ehpc.account_rate_limit, key="ehpc.account_rate_limit")
+        if ehpc.account_rate_limit.strip()
+        else None
+    )
+    return RegionLimiter(
+        RateLimit.parse(ehpc.rate_limit),
+        ehpc.rate_limits,
+        account=account,
+        adaptive=DEFAULT_ADAPTIVE if ehpc.adaptive_rate else None,
+    )

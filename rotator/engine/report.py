@@ -17,11 +17,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
 
-__all__ = ["ClusterOutcome", "Outcome", "RunStatus", "RunSummary"]
+__all__ = ["ClusterOutcome", "Outcome", "RunStatus", "RunSummary", "Verified"]
 
 
 class Outcome(enum.StrEnum):
@@ -32,6 +33,17 @@ class Outcome(enum.StrEnum):
     """The API changed the password but Vault could not record it as current; it is safe in
     Vault as ``pending_password`` and the next run finishes the job."""
     NOT_ATTEMPTED = "not_attempted"
+
+
+class Verified(enum.StrEnum):
+    """Whether a VNC client authenticated with the new password (``verify.enabled``)."""
+
+    NOT_CHECKED = "not_checked"
+    VERIFIED = "verified"
+    UNVERIFIED = "unverified"
+    """No answer about the password (unreachable, timeout, refused first): a warning."""
+    VERIFY_FAILED = "verify_failed"
+    """The VNC server refused the password the API accepted: an error (run PartFailure)."""
 
 
 class RunStatus(enum.StrEnum):
@@ -57,6 +69,10 @@ class ClusterOutcome:
     duration: float = 0.0
     account_wide: bool = False
     """The error would fail every cluster of the account (NotAuthorized, InDebt, bad AccessKey)."""
+    verified: Verified = Verified.NOT_CHECKED
+    verify_code: str | None = None
+    """Why the VNC check did not say ``verified`` (VncAuthFailed, VncUnreachable, ...)."""
+    verify_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +85,9 @@ class ClusterOutcome:
             "request_id": self.request_id,
             "duration_s": round(self.duration, 3),
             "account_wide": self.account_wide,
+            "verified": self.verified.value,
+            "verify_code": self.verify_code,
+            "verify_message": self.verify_message,
         }
 
 
@@ -86,6 +105,10 @@ class RunSummary:
     api_calls: int = 0
     trigger: str = "manual"
     counts: Mapping[str, int] = field(default_factory=dict)
+    verification: Mapping[str, int] = field(default_factory=dict)
+    """Clusters per VNC check result (all ``not_checked`` when verify is off)."""
+    rate_limits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per rate scope (region, ``account``): configured and effective rate, Throttling count."""
 
     @classmethod
     def build(
@@ -98,10 +121,12 @@ class RunSummary:
         stopped_reason: str | None = None,
         api_calls: int = 0,
         trigger: str = "manual",
+        rate_limits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> RunSummary:
         ordered = tuple(sorted(outcomes, key=lambda o: (o.region, o.cluster_id)))
         tally = Counter(o.outcome.value for o in ordered)
         counts = {o.value: tally.get(o.value, 0) for o in Outcome}
+        checks = Counter(o.verified.value for o in ordered)
         return cls(
             run_id=run_id,
             started_at=started_at,
@@ -111,11 +136,14 @@ class RunSummary:
             api_calls=api_calls,
             trigger=trigger,
             counts=counts,
+            verification={v.value: checks.get(v.value, 0) for v in Verified},
+            rate_limits=dict(rate_limits or {}),
         )
 
     @property
     def status(self) -> RunStatus:
         bad = sum(self.counts.get(o.value, 0) for o in _BAD)
+        bad += self.verification.get(Verified.VERIFY_FAILED.value, 0)
         if bad == 0:
             return RunStatus.SUCCESS
         if self.counts.get(Outcome.ROTATED.value, 0) == 0:
@@ -140,6 +168,8 @@ class RunSummary:
         for outcome in self.outcomes:
             if outcome.outcome in _BAD:
                 groups.setdefault(outcome.code or "Unknown", []).append(outcome)
+            elif outcome.verified is Verified.VERIFY_FAILED:
+                groups.setdefault(outcome.verify_code or "VerifyFailed", []).append(outcome)
         return dict(sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])))
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,7 +184,9 @@ class RunSummary:
             "rotations_per_second": round(self.rotations_per_second, 2),
             "api_calls": self.api_calls,
             "stopped_reason": self.stopped_reason,
+            "rate_limits": {scope: dict(rate) for scope, rate in self.rate_limits.items()},
             "counts": dict(self.counts),
+            "verification": dict(self.verification),
             "total": len(self.outcomes),
             "failures": {
                 code: [
@@ -164,7 +196,9 @@ class RunSummary:
                         "outcome": o.outcome.value,
                         "attempts": o.attempts,
                         "request_id": o.request_id,
-                        "message": o.message,
+                        "message": o.message
+                        if o.verified is not Verified.VERIFY_FAILED
+                        else o.verify_message,
                     }
                     for o in group
                 ]
@@ -182,10 +216,18 @@ class RunSummary:
         """
         record = {k: v for k, v in self.to_dict().items() if k not in ("clusters", "failures")}
         record["failures"] = {code: len(group) for code, group in self.failures_by_code().items()}
-        record["clusters_columns"] = "cluster_id,region,outcome,code,attempts,request_id"
+        record["clusters_columns"] = "cluster_id,region,outcome,code,attempts,request_id,verified"
         record["clusters"] = json.dumps(
             [
-                [o.cluster_id, o.region, o.outcome.value, o.code, o.attempts, o.request_id]
+                [
+                    o.cluster_id,
+                    o.region,
+                    o.outcome.value,
+                    o.code,
+                    o.attempts,
+                    o.request_id,
+                    o.verified.value,
+                ]
                 for o in self.outcomes
             ],
             separators=(",", ":"),
@@ -201,14 +243,23 @@ class RunSummary:
             "run_id": self.run_id,
             "status": self.status.value,
             "counts": dict(self.counts),
+            "verification": dict(self.verification),
             "duration_s": round(self.duration, 3),
             "rotations_per_second": round(self.rotations_per_second, 2),
             "failures": {code: len(group) for code, group in self.failures_by_code().items()},
             "stopped_reason": self.stopped_reason,
         }
 
-    def table(self, *, max_rows_per_code: int = 10) -> Table:
-        """A terminal table: counts, then failures grouped by code."""
+    def table(self, *, max_rows_per_code: int = 10, root_path: str = "secret/ehpc/root") -> Table:
+        """A terminal table: counts, then failures grouped by code, each with what to do.
+
+        An account-wide error (a wrong AccessKey secret, NotAuthorized...) is one row saying what
+        is wrong, not a list of clusters and RequestIds; a per-cluster one names the fix with the
+        real path (``fix secret/ehpc/root/ehpc-hz-1``).
+        """
+        from rich.markup import escape  # noqa: PLC0415 - rich is heavy; only terminals need it
+        from rich.table import Table  # noqa: PLC0415
+
         table = Table(title=f"Run {self.run_id}: {self.status.value}", show_lines=False)
         table.add_column("outcome / code")
         table.add_column("clusters", justify="right")
@@ -216,24 +267,91 @@ class RunSummary:
         for name, count in self.counts.items():
             if count:
                 table.add_row(name, str(count), "")
+        for name, count in self.verification.items():
+            if count and name != Verified.NOT_CHECKED.value:
+                table.add_row(f"VNC {name}", str(count), "")
         for code, group in self.failures_by_code().items():
-            shown = group[:max_rows_per_code]
-            detail = ", ".join(
-                f"{o.cluster_id} ({o.outcome.value}, {o.attempts} tries"
-                + (f", req {o.request_id}" if o.request_id else "")
-                + ")"
-                for o in shown
+            table.add_row(
+                f"[red]{escape(code)}[/red]",
+                str(len(group)),
+                # Messages come from servers: a "[...]" in them is text, never rich markup.
+                escape(_detail(code, group, max_rows_per_code, root_path)),
             )
-            if len(group) > len(shown):
-                detail += f", +{len(group) - len(shown)} more"
-            table.add_row(f"[red]{code}[/red]", str(len(group)), detail)
         table.caption = (
             f"{len(self.outcomes)} clusters in {self.duration:.1f}s, "
             f"{self.rotations_per_second:.1f} rotations/s, {self.api_calls} API calls"
             + (f"; stopped early: {self.stopped_reason}" if self.stopped_reason else "")
+            + self._throttled_caption()
         )
         return table
 
+    def _throttled_caption(self) -> str:
+        """Scopes the server throttled, with the rate the limiter settled on."""
+        parts = [
+            f"{scope} {rate.get('configured')} -> {rate.get('effective')} "
+            f"({rate.get('throttled')} Throttling)"
+            for scope, rate in self.rate_limits.items()
+            if rate.get("throttled")
+        ]
+        return f"; rate lowered: {', '.join(parts)}" if parts else ""
+
     def __str__(self) -> str:
-        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items() if v)
+        counts = ", ".join(
+            [f"{k}={v}" for k, v in self.counts.items() if v]
+            + [
+                f"{k}={v}"
+                for k, v in self.verification.items()
+                if v and k != Verified.NOT_CHECKED.value
+            ]
+        )
         return f"{self.status.value} ({counts or 'no clusters'}) in run {self.run_id}"
+
+
+def _state(outcome: ClusterOutcome) -> str:
+    if outcome.verified is Verified.VERIFY_FAILED:
+        return f"{outcome.outcome.value}, {outcome.verified.value}"
+    return outcome.outcome.value
+
+
+# Per-cluster codes whose fix is an edit of the cluster's root credential in Vault.
+_ROOT_FIXES = {
+    "IncorrectCredential": "the root password in Vault is wrong: fix {path}",
+    "RootCredentialMissing": "no root credential: store it at {path}",
+    "RootCredentialInvalid": "fix {path}",
+    "RegionUnknown": "add region=<region> to {path}",
+}
+
+
+def _account_hint(code: str, group: list[ClusterOutcome]) -> str | None:
+    """What is wrong with the account, once, when the error would fail every cluster."""
+    if not any(o.account_wide for o in group):
+        return None
+    from rotator.ehpc.codes import CODES  # noqa: PLC0415
+
+    info = CODES.get(code)
+    hint = info.hint if info else (group[0].message or code)
+    ids = ", ".join(o.cluster_id for o in group[:3]) + (", ..." if len(group) > 3 else "")
+    return f"{hint} (account-wide: affects every cluster; seen on {ids})"
+
+
+def _detail(code: str, group: list[ClusterOutcome], limit: int, root_path: str) -> str:
+    account = _account_hint(code, group)
+    if account:
+        return account
+    if code == "RunStopped":  # not started: the reason matters, not the list
+        return f"not started: {group[0].message}"
+    shown = group[:limit]
+    fix = _ROOT_FIXES.get(code)
+    if fix:
+        paths = ", ".join(f"{root_path}/{o.cluster_id}" for o in shown)
+        text = fix.format(path=paths)
+    else:
+        text = ", ".join(
+            f"{o.cluster_id} ({_state(o)}, {o.attempts} tries"
+            + (f", req {o.request_id}" if o.request_id else "")
+            + ")"
+            for o in shown
+        )
+    if len(group) > len(shown):
+        text += f", +{len(group) - len(shown)} more (--json lists all)"
+    return text

@@ -31,6 +31,7 @@ from typing import TypeVar
 import structlog
 
 from rotator.config import parse_duration
+from rotator.engine.passwd_guard import PasswdRejections
 from rotator.engine.ports import ApiClient, Hooks, NoHooks, RotationStore
 from rotator.engine.ratelimit import RegionLimiter
 from rotator.engine.report import ClusterOutcome, Outcome
@@ -44,7 +45,12 @@ from rotator.errors import (
     VaultConflictError,
     VaultError,
 )
-from rotator.passwords import InvalidPasswordError, PasswordSource, is_valid_vnc_password
+from rotator.passwords import (
+    InvalidPasswordError,
+    PasswordSource,
+    is_valid_vnc_password,
+    rule_of,
+)
 from rotator.secret import Secret
 from rotator.vault.store import RootCredential, VncState, parse_time
 
@@ -101,6 +107,8 @@ class RotationContext:
     api_calls: int = 0
     background: set[asyncio.Task[ClusterOutcome]] = field(default_factory=set)
     """Shielded commits still running after their rotation was cancelled."""
+    passwd_rejections: PasswdRejections = field(default_factory=PasswdRejections)
+    """Clusters whose rule-compliant password the API refused (two: stop the run)."""
 
     async def drain(self) -> None:
         """Wait for shielded commits that outlived a cancelled rotation."""
@@ -280,6 +288,7 @@ async def _rotate(run: _Run) -> ClusterOutcome:
             )
         except ApiError as exc:
             ctx.hooks.api_call(region=target.region, code=exc.code, seconds=ctx.clock() - sent_at)
+            ctx.limiter.observe(target.region, exc, sent_at=sent_at)  # Throttling: slow down
             run.request_id = exc.request_id or run.request_id
             state = await _after_api_error(run, state, exc)
             continue
@@ -382,7 +391,7 @@ async def _fresh_password(run: _Run) -> Secret:
         password = await run.vault(run.ctx.passwords.generate)
     except InvalidPasswordError:
         password = None
-    if password is None or not is_valid_vnc_password(password.reveal()):
+    if password is None or not is_valid_vnc_password(password.reveal(), rule_of(run.ctx.passwords)):
         # The startup check makes this unreachable unless the policy changed mid-run.
         raise _Park(Outcome.FAILED, None, code="InvalidGeneratedPassword")
     return password
@@ -420,6 +429,8 @@ async def _after_api_error(run: _Run, state: VncState, error: ApiError) -> VncSt
     if _rejects_passwd(error):
         # The API will never take this value (the rule or policy changed): drop it and generate
         # another. Retrying it forever is the bug Vault's static roles once had.
+        if (stop := ctx.passwd_rejections.record(run.target.cluster_id, error)) is not None:
+            raise _Park(Outcome.FAILED, stop)  # on a second cluster: our rule is out of date
         state = await run.vault(lambda: ctx.store.clear_pending(state))
         run.maybe_applied = False
         await run.backoff(error, ctx.retry.general)

@@ -25,25 +25,31 @@ from rotator.ehpc.client import EhpcClient, Endpoints, Timeouts
 from rotator.ehpc.credentials import (
     CredentialProvider,
     DefaultChainCredentials,
+    FileCredentials,
     StaticCredentials,
 )
 from rotator.engine.batch import FailureThreshold, run_batch
+from rotator.engine.passwd_guard import PasswdRejections
 from rotator.engine.ports import Hooks, NoHooks
-from rotator.engine.ratelimit import RateLimit, RegionLimiter
+from rotator.engine.ratelimit import RegionLimiter, limiter_from
 from rotator.engine.report import RunSummary
 from rotator.engine.retry import RetryPolicy
 from rotator.engine.rotation import RotationContext, Target
-from rotator.errors import VaultError
+from rotator.engine.verification import Verification
+from rotator.errors import ConfigError, VaultError
 from rotator.passwords import (
     LocalPasswordSource,
     PasswordSource,
     VaultPasswordSource,
+    rule_named,
+    rule_of,
     verify,
 )
-from rotator.secret import Secret, read_secret_file
+from rotator.secret import Secret
 from rotator.vault.client import VaultClient
 from rotator.vault.settings import VaultSettings
 from rotator.vault.store import VaultStore
+from rotator.verify import RfbVerifier
 
 __all__ = ["Runtime", "new_run_id", "open_runtime", "validate_settings"]
 
@@ -58,17 +64,8 @@ def new_run_id() -> str:
 def credentials_from(settings: Settings) -> CredentialProvider:
     creds = settings.credentials
     if creds.source == "static":
-        token = (
-            read_secret_file(creds.security_token_file, key="credentials.security_token_file")
-            if creds.security_token_file
-            else None
-        )
-        return StaticCredentials(
-            creds.access_key_id,
-            read_secret_file(
-                creds.access_key_secret_file, key="credentials.access_key_secret_file"
-            ),
-            token,
+        return FileCredentials(
+            creds.access_key_id, creds.access_key_secret_file, creds.security_token_file
         )
     return DefaultChainCredentials()
 
@@ -85,13 +82,30 @@ def endpoints_from(settings: Settings) -> Endpoints:
     return endpoints
 
 
+def verification_from(settings: Settings) -> Verification | None:
+    """The VNC check of issue 13, or None when ``verify.enabled`` is off."""
+    verify = settings.verify
+    if not verify.enabled:
+        return None
+    ca_bundle = Path(verify.ca_bundle) if verify.ca_bundle else None
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise ConfigError(f"{ca_bundle} is not a file", key="verify.ca_bundle")
+    try:
+        verifier = RfbVerifier(url_template=verify.url, timeout=verify.timeout, ca_bundle=ca_bundle)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="verify.url") from None
+    hosts = {c.id: c.vnc_host for c in settings.inventory.clusters if c.vnc_host}
+    return Verification(verifier, hosts=hosts)
+
+
 def validate_settings(settings: Settings) -> None:
     """Everything ``open_runtime`` would refuse, checked without touching the network (for a
     config reload that must not replace a working runtime with a broken one)."""
     endpoints_from(settings)
-    RegionLimiter(RateLimit.parse(settings.ehpc.rate_limit), settings.ehpc.rate_limits)
+    limiter_from(settings.ehpc)
     FailureThreshold.parse(settings.rotation.max_failures, 1)
     credentials_from(settings)
+    verification_from(settings)
     VaultSettings.from_config(settings.vault)
     if settings.ehpc.ca_bundle:
         EhpcClient(  # builds (and so checks) the TLS context; opens no connection
@@ -112,6 +126,20 @@ class Runtime:
     retry: RetryPolicy
     hooks: Hooks = field(default_factory=NoHooks)
     owner: str = field(default_factory=lambda: f"rotator-{secrets.token_hex(4)}")
+    verification: Verification | None = None
+    """The VNC check after each rotation (``verify.enabled``)."""
+    credentials: CredentialProvider | None = None
+    """What signs the API calls (None: not known here, nothing to check)."""
+
+    async def check_credentials(self) -> None:
+        """Resolve the Alibaba Cloud credentials once, before any cluster is staged.
+
+        Without them every cluster would stage a pending password that no API call can apply;
+        this raises the :class:`~rotator.errors.ApiError` (``CredentialsUnavailable``) instead,
+        with nothing written to Vault.
+        """
+        if self.credentials is not None:
+            await self.credentials.get()
 
     def context(self, *, run_id: str, not_before: datetime | None = None) -> RotationContext:
         rotation = self.settings.rotation
@@ -131,6 +159,7 @@ class Runtime:
                 2 * (self.settings.ehpc.request_timeout + self.settings.ehpc.connect_timeout + 5.0),
             ),
             hooks=self.hooks,
+            passwd_rejections=PasswdRejections(rule_of(self.passwords)),
         )
 
     async def rotate(
@@ -143,8 +172,13 @@ class Runtime:
         concurrency: int | None = None,
         trigger: str = "manual",
         not_before: datetime | None = None,
+        skip_not_due: bool = False,
     ) -> RunSummary:
-        """One batch run; the report is stored in Vault at ``<runs_path>/<run_id>``."""
+        """One batch run; the report is stored in Vault at ``<runs_path>/<run_id>``.
+
+        ``skip_not_due``: rotate only clusters that are due (``rotator rotate`` without
+        ``--force``); the others are ``skipped`` with code ``NotDue``.
+        """
         chosen = list(targets)
         threshold = FailureThreshold.parse(
             self.settings.rotation.max_failures if max_failures is None else max_failures,
@@ -162,6 +196,9 @@ class Runtime:
                     max_failures=threshold,
                     stop=stop,
                     trigger=trigger,
+                    verification=self.verification,
+                    skip_not_due=skip_not_due,
+                    vault_failure_limit=self.settings.rotation.vault_failure_limit or None,
                 )
             finally:
                 # Shielded commits outlive a cancelled run: let them land before the clients
@@ -186,21 +223,27 @@ async def open_runtime(
     ehpc = settings.ehpc
     endpoints = endpoints_from(settings)
     FailureThreshold.parse(settings.rotation.max_failures, 1)  # a typo fails now, not mid-run
-    limiter = RegionLimiter(RateLimit.parse(ehpc.rate_limit), ehpc.rate_limits)
+    limiter = limiter_from(ehpc)
+    verification = verification_from(settings)
     vault = VaultClient(VaultSettings.from_config(settings.vault))
+    provider = credentials or credentials_from(settings)
     api = EhpcClient(
-        credentials=credentials or credentials_from(settings),
+        credentials=provider,
         endpoints=endpoints,
         timeouts=Timeouts(connect=ehpc.connect_timeout, total=ehpc.request_timeout),
         ca_bundle=Path(ehpc.ca_bundle) if ehpc.ca_bundle else None,
         max_connections=ehpc.max_connections,
+        method=ehpc.method,
     )
     try:
         store = VaultStore(vault)
+        rule = rule_named(settings.passwords.rule)
         source: PasswordSource = (
-            VaultPasswordSource(store, settings.passwords.policy)
+            VaultPasswordSource(store, settings.passwords.policy, rule=rule)
             if settings.passwords.source == "vault"
-            else LocalPasswordSource(exclude_lookalikes=settings.passwords.exclude_lookalikes)
+            else LocalPasswordSource(
+                exclude_lookalikes=settings.passwords.exclude_lookalikes, rule=rule
+            )
         )
         if check_passwords:
             await verify(source)
@@ -213,6 +256,8 @@ async def open_runtime(
             limiter=limiter,
             retry=RetryPolicy.from_settings(settings.retry),
             hooks=hooks or NoHooks(),
+            verification=verification,
+            credentials=provider,
         )
     finally:
         await api.aclose()

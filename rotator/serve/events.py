@@ -10,13 +10,14 @@ token in ``X-Vault-Token`` (Vault Enterprise 1.16+). Messages are CloudEvents JS
 accepts the current snake_case fields and the older camelCase ones, and skips anything else with
 one warning. Duplicates (same event id, e.g. replayed after a reconnect) are dropped. A dropped
 connection is retried with exponential backoff and jitter. A server without the stream (OpenBao
-answers 404) is logged once and the stream stops for good: the lease schedule still runs.
+answers 404) is logged once and the stream stops for good: the lease schedule still runs. A
+403 (the token's policy lacks the subscription) is logged once with the policy it needs, then
+retried every ``forbidden_backoff`` (a policy may be granted later, no restart needed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import ssl
 from collections import OrderedDict
@@ -30,6 +31,7 @@ import structlog
 
 from rotator.secret import Secret
 from rotator.serve._aio import wait_event
+from rotator.serve._json import JsonTooDeepError, loads_bounded
 from rotator.vault.store import parse_time
 
 __all__ = [
@@ -78,8 +80,10 @@ def _object(value: Any) -> Mapping[str, Any]:
 def parse_event(raw: str | bytes) -> VaultEvent:
     """One WebSocket message -> :class:`VaultEvent`; :class:`EventParseError` if unusable."""
     try:
-        message = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        message = loads_bounded(raw)
+    except JsonTooDeepError as exc:
+        raise EventParseError(str(exc)) from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
         raise EventParseError("not JSON") from None
     if not isinstance(message, Mapping):
         raise EventParseError("not a JSON object")
@@ -175,6 +179,22 @@ class _NoEventStream(Exception):  # noqa: N818 - internal signal, never escapes 
     """The server has no event stream (404 on subscribe)."""
 
 
+class _Forbidden(Exception):  # noqa: N818 - internal signal, never escapes this module
+    """The token may not subscribe (403 on subscribe)."""
+
+
+def forbidden_fix(event_type: str, kv_mount: str, trigger_path: str) -> str:
+    """What a Vault policy must grant for the subscription (Vault Enterprise 1.16+)."""
+    mount = kv_mount.strip("/")
+    return (
+        f'grant the rotator token: path "sys/events/subscribe/{event_type}" '
+        '{ capabilities = ["read"] } and path '
+        f'"{mount}/data/{trigger_path.strip("/")}/*" '
+        f'{{ capabilities = ["list", "subscribe"], subscribe_event_types = ["{event_type}"] }} '
+        "(rotator vault-setup installs it in the rotator policy)"
+    )
+
+
 class EventStream:
     """Subscribes to every configured event type; reconnects; calls ``on_trigger`` per cluster."""
 
@@ -190,6 +210,7 @@ class EventStream:
         ssl_context: ssl.SSLContext | bool = True,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        forbidden_backoff: float = 600.0,
         heartbeat: float = 30.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -202,6 +223,10 @@ class EventStream:
         self.ssl_context = ssl_context
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
+        self.forbidden_backoff = forbidden_backoff
+        self.forbidden = 0
+        """403 answers to a subscribe (logged once per event type)."""
+        self._forbidden_logged: set[str] = set()
         self.heartbeat = heartbeat
         self.now = now
         self.recent = RecentIds()
@@ -243,6 +268,21 @@ class EventStream:
             try:
                 if await self._connect_once(session, event_type):
                     failures = 0  # it worked for a while: start the backoff afresh
+            except _Forbidden:
+                self.forbidden += 1
+                if event_type not in self._forbidden_logged:
+                    self._forbidden_logged.add(event_type)
+                    log.error(
+                        "vault_events_forbidden",
+                        event_type=event_type,
+                        retry_in_s=self.forbidden_backoff,
+                        fix=forbidden_fix(
+                            event_type, self.mapper.kv_mount, self.mapper.trigger_path
+                        ),
+                    )
+                failures = 0
+                await wait_event(stop, self.forbidden_backoff)
+                continue
             except _NoEventStream:
                 if not self.unavailable:
                     self.unavailable = True
@@ -283,6 +323,8 @@ class EventStream:
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 404:
                 raise _NoEventStream from None
+            if exc.status == 403:
+                raise _Forbidden from None
             log.warning("vault_events_refused", event_type=event_type, status=exc.status)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("vault_events_unreachable", event_type=event_type, error=type(exc).__name__)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,18 +28,36 @@ from rotator.engine.report import RunSummary
 from rotator.engine.runtime import new_run_id
 from rotator.serve._aio import wait_event
 
-__all__ = ["Batch", "Trigger", "TriggerQueue", "TriggerSource", "TriggerState", "TriggerStatus"]
+__all__ = [
+    "Batch",
+    "QueueFullError",
+    "Trigger",
+    "TriggerQueue",
+    "TriggerSource",
+    "TriggerState",
+    "TriggerStatus",
+]
 
 log = structlog.get_logger("rotator.serve")
 
 _KEEP_TRIGGERS = 10_000
 _KEEP_RUNS = 200
+MAX_CLUSTERS = 100_000
+"""Distinct clusters waiting at once (events may name clusters the inventory does not know)."""
+MAX_ENTRIES = 1_000_000
+"""(cluster, trigger id) pairs waiting at once: 100 ``"all"`` triggers at 10,000 clusters."""
+
+
+class QueueFullError(Exception):
+    """The queue holds as much as it may; the trigger was not queued (retry later)."""
 
 
 class TriggerSource(enum.StrEnum):
     LEASE = "lease"
     EVENT = "event"
     WEBHOOK = "webhook"
+    CHECKOUT = "checkout"
+    """A check-out lease ended (expired or checked in)."""
 
 
 class TriggerState(enum.StrEnum):
@@ -62,7 +81,8 @@ class Trigger:
 class _Pending:
     not_before: datetime
     sources: set[TriggerSource]
-    trigger_ids: list[str]
+    trigger_ids: dict[str, None]
+    """An ordered set: membership is O(1) however many triggers name the cluster."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +108,8 @@ class TriggerStatus:
     clusters: int
     run_ids: list[str] = field(default_factory=list)
     open_runs: int = 0
+    queued: int = 0
+    """Clusters of this trigger still waiting for a batch."""
 
 
 BatchRunner = Callable[[Batch], Awaitable[RunSummary]]
@@ -106,6 +128,9 @@ class TriggerQueue:
         self.batch_max = max(1, batch_max)
         self._clock = clock
         self._pending: dict[str, _Pending] = {}
+        self._entries = 0
+        self.max_clusters = MAX_CLUSTERS
+        self.max_entries = MAX_ENTRIES
         self._first_at: float | None = None
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -135,23 +160,35 @@ class TriggerQueue:
         return self.put_many([trigger])
 
     def put_many(self, triggers: Iterable[Trigger]) -> bool:
+        """False once the queue is closed; :class:`QueueFullError` (nothing queued) when full."""
         if self._closed:
             return False
-        for trigger in triggers:
+        wanted = list(triggers)
+        new_clusters = len({t.cluster_id for t in wanted} - self._pending.keys())
+        if len(self._pending) + new_clusters > self.max_clusters or (
+            self._entries + len(wanted) > self.max_entries
+        ):
+            raise QueueFullError(
+                f"the trigger queue is full ({len(self._pending)} clusters and "
+                f"{self._entries} triggers waiting); nothing was queued, retry later"
+            )
+        for trigger in wanted:
             pending = self._pending.get(trigger.cluster_id)
             if pending is None:
-                pending = _Pending(trigger.not_before, set(), [])
+                pending = _Pending(trigger.not_before, set(), {})
                 self._pending[trigger.cluster_id] = pending
             else:
                 pending.not_before = max(pending.not_before, trigger.not_before)
             pending.sources.add(trigger.source)
-            if trigger.trigger_id not in pending.trigger_ids:
-                pending.trigger_ids.append(trigger.trigger_id)
             status = self._triggers.get(trigger.trigger_id)
             if status is None:
                 status = TriggerStatus(trigger.trigger_id, TriggerState.QUEUED, 0)
                 self._remember(status)
-            status.clusters += 1
+            if trigger.trigger_id not in pending.trigger_ids:
+                pending.trigger_ids[trigger.trigger_id] = None
+                self._entries += 1
+                status.clusters += 1
+                status.queued += 1
         if self._pending and self._first_at is None:
             self._first_at = self._clock()
         self._wakeup.set()
@@ -168,20 +205,33 @@ class TriggerQueue:
     def queued_clusters(self) -> set[str]:
         return set(self._pending)
 
+    def holds(self, cluster_id: str) -> bool:
+        """The cluster waits for a batch or is in the running one."""
+        running = self._running
+        return cluster_id in self._pending or (
+            running is not None and cluster_id in running.clusters
+        )
+
     # -- draining ---------------------------------------------------------------------------
 
     def _take(self) -> Batch:
-        chosen = list(self._pending)[: self.batch_max]
+        chosen = list(itertools.islice(self._pending, self.batch_max))
         clusters: dict[str, datetime] = {}
         sources: set[TriggerSource] = set()
         trigger_ids: set[str] = set()
+        run_id = new_run_id()
         for cluster_id in chosen:
             pending = self._pending.pop(cluster_id)
+            self._entries -= len(pending.trigger_ids)
             clusters[cluster_id] = pending.not_before
             sources |= pending.sources
-            trigger_ids.update(pending.trigger_ids)
+            for trigger_id in pending.trigger_ids:
+                status = self._triggers.get(trigger_id)
+                if status is not None:
+                    status.queued -= 1
+                trigger_ids.add(trigger_id)
         self._first_at = self._clock() if self._pending else None
-        batch = Batch(new_run_id(), clusters, frozenset(sources), frozenset(trigger_ids))
+        batch = Batch(run_id, clusters, frozenset(sources), frozenset(trigger_ids))
         for trigger_id in trigger_ids:
             status = self._triggers.get(trigger_id)
             if status is not None:
@@ -230,9 +280,7 @@ class TriggerQueue:
             status = self._triggers.get(trigger_id)
             if status is not None:
                 status.open_runs -= 1
-                if status.open_runs <= 0 and not any(
-                    trigger_id in p.trigger_ids for p in self._pending.values()
-                ):
+                if status.open_runs <= 0 and status.queued <= 0:
                     status.state = TriggerState.DONE
         self._running = None
         self._idle.set()
@@ -258,8 +306,11 @@ class TriggerQueue:
         for pending in self._pending.values():
             for trigger_id in pending.trigger_ids:
                 status = self._triggers.get(trigger_id)
-                if status is not None and status.state is TriggerState.QUEUED:
-                    status.state = TriggerState.DROPPED
+                if status is not None:
+                    status.queued = 0
+                    if status.state is TriggerState.QUEUED:
+                        status.state = TriggerState.DROPPED
         self._pending.clear()
+        self._entries = 0
         self._wakeup.set()
         return dropped

@@ -7,6 +7,11 @@ POST  /_sim/stats/reset
 GET   /_sim/faults                the fault configuration
 PUT   /_sim/faults                a partial update of it (validated; 400 on bad input)
 POST  /_sim/credentials           {"access_key_id", "access_key_secret", "security_token"?}
+GET   /_sim/vnc                   per cluster: VNC successes, failed attempts, lockouts, refused
+GET   /_sim/errors                queued error-code injections
+POST  /_sim/errors                {"code", "shape"?: json|json-lowercase|xml, "count"?, "actions"?,
+                                   "status"?}: answer calls with that code (real status and shape)
+DELETE /_sim/errors               drop every injection
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ from typing import Any
 from aiohttp import web
 
 from rotator.sim.auth import Credential
+from rotator.sim.faults import ErrorInjection
 from rotator.sim.gateway import SimService
 from rotator.sim.inventory import STATUSES
+from rotator.sim.rfb import RfbService
 
 __all__ = ["admin_app"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SERVICE: web.AppKey[SimService] = web.AppKey("service", SimService)
 _TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
+_RFB: web.AppKey[RfbService] = web.AppKey("rfb", RfbService)
 
 
 def _bad(message: str, status: int = 400) -> web.Response:
@@ -129,11 +137,38 @@ async def _add_credential(request: web.Request) -> web.Response:
     return web.json_response({"access_key_id": key_id}, status=201)
 
 
-def admin_app(service: SimService, token: str) -> web.Application:
+async def _get_errors(request: web.Request) -> web.Response:
+    injections = request.app[_SERVICE].faults.injections
+    return web.json_response([i.to_json() for i in injections])
+
+
+async def _add_error(request: web.Request) -> web.Response:
+    data = await _json_object(request)
+    try:
+        injection = ErrorInjection.from_json(data)
+    except (ValueError, TypeError) as exc:
+        return _bad(str(exc))
+    request.app[_SERVICE].faults.inject(injection)
+    return web.json_response(injection.to_json(), status=201)
+
+
+async def _clear_errors(request: web.Request) -> web.Response:
+    request.app[_SERVICE].faults.clear_injections()
+    return web.json_response({"cleared": True})
+
+
+async def _vnc(request: web.Request) -> web.Response:
+    rfb = request.app.get(_RFB)
+    return web.json_response(rfb.admin_view() if rfb is not None else {})
+
+
+def admin_app(service: SimService, token: str, *, rfb: RfbService | None = None) -> web.Application:
     """The ``/_sim/`` sub-application (mounted by the simulator with ``add_subapp``)."""
     app = web.Application(middlewares=[_require_token])
     app[_SERVICE] = service
     app[_TOKEN] = token
+    if rfb is not None:
+        app[_RFB] = rfb
     app.router.add_get("/clusters", _clusters)
     app.router.add_patch("/clusters/{cluster_id}", _patch_cluster)
     app.router.add_get("/stats", _stats)
@@ -141,4 +176,8 @@ def admin_app(service: SimService, token: str) -> web.Application:
     app.router.add_get("/faults", _get_faults)
     app.router.add_put("/faults", _put_faults)
     app.router.add_post("/credentials", _add_credential)
+    app.router.add_get("/vnc", _vnc)
+    app.router.add_get("/errors", _get_errors)
+    app.router.add_post("/errors", _add_error)
+    app.router.add_delete("/errors", _clear_errors)
     return app

@@ -187,6 +187,13 @@ def verify(
         )
 
     token = request.header("x-acs-security-token")
+    claimed_id = request.header("x-acs-accesskey-id")
+    if token and claimed_id is not None and claimed_id != access_key_id:
+        # The SDK names the STS key beside its token; they must belong together.
+        raise SimError(
+            "InvalidSecurityToken.MismatchWithAccessKey",
+            "Specified SecurityToken mismatch with the AccessKey.",
+        )
     credential = next((c for c in matching if c.security_token == token), None)
     if credential is None:
         raise SimError("InvalidSecurityToken.Expired", "Specified SecurityToken is expired.")

@@ -1,12 +1,12 @@
 """``rotator sim`` / ``python -m rotator.sim``: run the simulator until SIGINT or SIGTERM.
 
     rotator sim --port 8080 --clusters 200 --tls --service-unavailable-rate 0.05 \\
-        --qps-limit ModifyVisualServicePasswd=100 --access-key-secret-file key.txt
+        --quota ModifyVisualServicePasswd=100/60s --access-key-secret-file key.txt
 
 On start it prints a line for people and one JSON line for programs (flushed)::
 
     {"event": "sim_ready", "base_url": ..., "admin_token": ..., "ca_file": ...,
-     "access_key_id": ...}
+     "access_key_id": ..., "endpoints": {region: url}}
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from rotator.errors import ConfigError
 from rotator.logs import configure_logging
 from rotator.secret import read_secret_file
 from rotator.sim.config import ACTIONS, DEFAULT_REGIONS, FaultConfig, SimConfig
+from rotator.sim.quotas import parse_quotas
+from rotator.sim.rules import PASSWD_RULES
 from rotator.sim.server import Simulator
 
 __all__ = ["SECRET_ENV", "add_arguments", "config_from_args", "run"]
@@ -42,6 +44,19 @@ def _qps(value: str) -> tuple[str, int]:
     if limit < 1:
         raise argparse.ArgumentTypeError("the limit must be >= 1")
     return action, limit
+
+
+def _quota(value: str) -> tuple[str, str]:
+    rule, sep, rate = value.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(
+            "expected RULE=N/PERIOD, e.g. ModifyVisualServicePasswd=100/60s"
+        )
+    try:
+        parse_quotas({rule: rate}, actions=ACTIONS)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return rule, rate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +81,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a generated CA")
     parser.add_argument("--state-dir", type=Path, help="where to write sim-ca.pem")
+    parser.add_argument(
+        "--passwd-rule",
+        choices=sorted(PASSWD_RULES),
+        default="current",
+        help="the Passwd rule to enforce: current (6 letters and digits) or legacy (8-30, 3 of 4 "
+        "classes)",
+    )
+    parser.add_argument(
+        "--region-endpoints",
+        action="store_true",
+        help="also serve one port per region, where the endpoint sets the region",
+    )
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     faults = parser.add_argument_group("fault injection (changeable at runtime: PUT /_sim/faults)")
@@ -76,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "conflict-rate",
         "hang-rate",
         "drop-rate",
+        "silent-noop-rate",
     ):
         faults.add_argument(f"--{flag}", type=float, default=0.0, help="probability per call")
     faults.add_argument(
@@ -87,7 +115,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="ACTION=N",
-        help="calls per second for ACTION, above it Throttling.User (repeatable)",
+        help="calls per second for ACTION over all regions (older form of --quota; repeatable)",
+    )
+    faults.add_argument(
+        "--quota",
+        type=_quota,
+        action="append",
+        default=[],
+        metavar="RULE=N/PERIOD",
+        help="flow control, above it Throttling.User: RULE is ACTION (per region endpoint), "
+        "ACTION@account, ACTION@<region>, or * for every action; e.g. "
+        "ModifyVisualServicePasswd=100/60s (repeatable)",
     )
     faults.add_argument("--latency-ms", type=float, default=0.0, help="added to every call")
     faults.add_argument("--jitter-ms", type=float, default=0.0, help="uniform extra latency")
@@ -112,10 +150,12 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             conflict_rate=args.conflict_rate,
             conflict_seconds=args.conflict_seconds,
             qps_limit=dict(args.qps_limit),
+            quotas=dict(args.quota),
             latency_ms=args.latency_ms,
             jitter_ms=args.jitter_ms,
             hang_rate=args.hang_rate,
             drop_rate=args.drop_rate,
+            silent_noop_rate=args.silent_noop_rate,
         )
         return SimConfig(
             host=args.host,
@@ -129,6 +169,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             tls=args.tls,
             state_dir=args.state_dir,
             faults=faults,
+            passwd_rule=args.passwd_rule,
+            region_endpoints=args.region_endpoints,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -150,9 +192,11 @@ async def _serve(config: SimConfig) -> None:
             ready = {
                 "event": "sim_ready",
                 "base_url": sim.base_url,
+                "vnc_url": sim.vnc_url,
                 "admin_token": sim.admin_token,
                 "ca_file": str(sim.ca_file) if sim.ca_file else None,
                 "access_key_id": config.access_key_id,
+                "endpoints": sim.endpoints,
             }
             print(json.dumps(ready), flush=True)
             await stop.wait()

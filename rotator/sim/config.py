@@ -2,7 +2,7 @@
 (:class:`FaultConfig`).
 
     cfg = SimConfig(clusters=200, seed=7, faults=FaultConfig(service_unavailable_rate=0.05))
-    hotter = cfg.faults.updated({"latency_ms": 20, "qps_limit": {"ModifyVisualServicePasswd": 50}})
+    hotter = cfg.faults.updated({"latency_ms": 20, "quotas": {"*@account": "10/1s"}})
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rotator.sim.quotas import THROTTLE_HEADERS, QuotaRule, parse_quotas
+from rotator.sim.rules import passwd_rule
 
 __all__ = ["ACTIONS", "DEFAULT_REGIONS", "FaultConfig", "SimConfig"]
 
@@ -26,6 +29,7 @@ _RATES = (
     "conflict_rate",
     "hang_rate",
     "drop_rate",
+    "silent_noop_rate",
 )
 _DURATIONS = ("conflict_seconds", "latency_ms", "jitter_ms")
 
@@ -36,7 +40,10 @@ class FaultConfig:
 
     Rates are probabilities in [0, 1]. ``conflict_rate`` starts a busy window of
     ``conflict_seconds`` on the cluster (that call and every call in the window get ConflictOpt).
-    ``qps_limit`` maps an action to its calls per second (above it: ``Throttling.User``).
+    ``quotas`` maps a rule (``ModifyVisualServicePasswd``: per region endpoint, ``...@account``,
+    ``...@<region>``, ``*`` for every action) to ``"N/period"`` (see :mod:`rotator.sim.quotas`);
+    above it: ``Throttling.User``. ``qps_limit`` (action -> calls per second over all regions) is
+    the older form of ``{"<action>@account": "N/1s"}``.
     Latency (``latency_ms`` + uniform ``[0, jitter_ms]``) applies to every accepted call.
     """
 
@@ -50,6 +57,12 @@ class FaultConfig:
     jitter_ms: float = 0.0
     hang_rate: float = 0.0
     drop_rate: float = 0.0
+    silent_noop_rate: float = 0.0
+    """The API answers OK without changing the password (only a VNC check can catch it)."""
+    quotas: Mapping[str, str] = field(default_factory=dict)
+    throttle_headers: str = "both"
+    """Which wait headers a Throttling answer carries: ``both``, ``retry-after`` (the current
+    ``x-acs-retry-after``) or ``ratelimit`` (the older ``x-ratelimit-user-api``/``-user``)."""
 
     def __post_init__(self) -> None:
         for name in _RATES:
@@ -67,12 +80,27 @@ class FaultConfig:
                 raise ValueError(f"qps_limit: unknown action {action!r} (known: {ACTIONS})")
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise ValueError(f"qps_limit[{action}] must be an integer >= 1")
-        # A private copy, so the caller's dict cannot change a frozen config behind its back.
+        if not isinstance(self.quotas, Mapping):
+            raise TypeError("quotas must map a rule (ACTION[@account|@region]) to 'N/period'")
+        parse_quotas(self.quotas, actions=ACTIONS)  # ValueError naming the bad rule
+        if self.throttle_headers not in THROTTLE_HEADERS:
+            raise ValueError(f"throttle_headers must be one of {', '.join(THROTTLE_HEADERS)}")
+        # Private copies, so the caller's dict cannot change a frozen config behind its back.
         object.__setattr__(self, "qps_limit", dict(self.qps_limit))
+        object.__setattr__(self, "quotas", dict(self.quotas))
 
-    def __hash__(self) -> int:  # the generated one would fail on the qps_limit dict
-        values = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
-        return hash((values[:5], tuple(sorted(self.qps_limit.items())), values[6:]))
+    def __hash__(self) -> int:  # the generated one would fail on the dicts
+        return hash(
+            tuple(
+                tuple(sorted(value.items())) if isinstance(value, Mapping) else value
+                for value in (getattr(self, f.name) for f in dataclasses.fields(self))
+            )
+        )
+
+    def quota_rules(self) -> tuple[QuotaRule, ...]:
+        """``quotas`` and the older ``qps_limit``, as rules."""
+        legacy = {f"{action}@account": f"{n}/1s" for action, n in self.qps_limit.items()}
+        return parse_quotas({**legacy, **self.quotas}, actions=ACTIONS)
 
     def updated(self, patch: Mapping[str, Any]) -> FaultConfig:
         """A copy with the fields in ``patch`` replaced; ValueError on unknown or bad fields."""
@@ -85,6 +113,7 @@ class FaultConfig:
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["qps_limit"] = dict(self.qps_limit)
+        data["quotas"] = dict(self.quotas)
         return data
 
 
@@ -111,6 +140,14 @@ class SimConfig:
     tls: bool = False
     state_dir: Path | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
+    vnc_max_failures: int = 5
+    """Failed VNC authentications in a row from one source before it is locked out."""
+    vnc_lockout_seconds: float = 10.0
+    """How long a locked-out source is refused (TigerVNC's BlacklistTimeout default)."""
+    passwd_rule: str = "current"  # noqa: S105 - the name of a rule, not a password
+    """Which documented Passwd rule the simulated API enforces: ``current`` or ``legacy``."""
+    region_endpoints: bool = False
+    """Also serve one endpoint (port) per region; there the endpoint sets the region."""
 
     def __post_init__(self) -> None:
         if self.clusters < 0:
@@ -120,3 +157,4 @@ class SimConfig:
         object.__setattr__(self, "regions", tuple(self.regions))
         if not self.access_key_id or not self.access_key_secret:
             raise ValueError("access_key_id and access_key_secret must not be empty")
+        passwd_rule(self.passwd_rule)  # ValueError naming the known rules

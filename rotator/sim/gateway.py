@@ -4,8 +4,13 @@
     app.router.add_route("*", "/{tail:.*}", service.handle)
 
 Check order for ModifyVisualServicePasswd (as the real service answers): signature, version and
-action, throttling, required parameters, RunasUser, Passwd, cluster exists, cluster running,
-conflict (in flight, busy window, injected window), RunasUserPassword, injected faults, apply.
+action, throttling (quotas), required parameters, RunasUser, Passwd, cluster exists, cluster
+running, conflict (in flight, busy window, injected window), RunasUserPassword, injected faults,
+apply.
+
+The region of a call is the region of the endpoint it arrived at: with ``region_endpoints`` each
+region has its own port (ListClusters then ignores any RegionId, as the real endpoint does); on
+the single shared endpoint, ``RegionId`` (or the cluster's region) stands in for the endpoint.
 """
 
 from __future__ import annotations
@@ -25,17 +30,19 @@ from aiohttp import web
 from rotator.ehpc.models import API_VERSION
 from rotator.sim.auth import Credential, CredentialStore, IncomingRequest, NonceCache, verify
 from rotator.sim.config import SimConfig
-from rotator.sim.errors import SimError, error_response
+from rotator.sim.errors import SimError, check_method, error_response
 from rotator.sim.faults import Fault, FaultInjector
 from rotator.sim.inventory import Inventory, SimCluster
-from rotator.sim.rules import InvalidParam, parse_page, passwd_valid, runas_user_valid
+from rotator.sim.quotas import QuotaBook, QuotaRule
+from rotator.sim.rules import InvalidParam, parse_page, passwd_rule, runas_user_valid
 from rotator.sim.stats import Stats
 
-__all__ = ["MODIFY_OK_MESSAGE", "SimService"]
+__all__ = ["MODIFY_OK_MESSAGE", "THROTTLED_MESSAGE", "SimService"]
 
 log = structlog.get_logger("rotator.sim")
 
 MODIFY_OK_MESSAGE = '{"Msg": "" }'
+THROTTLED_MESSAGE = "Request was denied due to user flow control."
 _MODIFY_PARAMS = ("ClusterId", "RunasUser", "RunasUserPassword", "Passwd")
 _FORM = "application/x-www-form-urlencoded"
 _FAULT_MESSAGES = {
@@ -43,6 +50,14 @@ _FAULT_MESSAGES = {
     Fault.AGENT_ERROR: "Failed to send the request to the cluster agent.",
     Fault.UNKNOWN_ERROR: "An unknown error occurred.",
 }
+
+
+def _error(code: str, message: str, *, status: int | None = None) -> SimError:
+    """A SimError with the gateway's status for codes the shared code table lacks."""
+    err = SimError(code, message)
+    if status is not None:
+        err.status = status
+    return err
 
 
 def new_request_id() -> str:
@@ -55,6 +70,8 @@ class _Trace:
 
     action: str = ""
     cluster_id: str | None = None
+    endpoint_region: str | None = None
+    """The region of the endpoint the call arrived at (None: the shared endpoint)."""
 
 
 class _Hang(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -80,6 +97,11 @@ class SimService:
         self.nonces = NonceCache()
         self.faults = FaultInjector(config.faults, seed=config.seed)
         self.stats = Stats()
+        self.quotas = QuotaBook()
+        self._rules: tuple[object, tuple[QuotaRule, ...]] = (None, ())
+        self.passwd_valid = passwd_rule(config.passwd_rule)
+        self.region_ports: dict[int, str] = {}
+        """Local port -> region, when each region has an endpoint of its own."""
         self._inflight: set[str] = set()
         self._closing = asyncio.Event()
         self._actions: dict[str, Callable[[Mapping[str, str], _Trace], Awaitable[dict[str, Any]]]]
@@ -137,6 +159,7 @@ class SimService:
         )
 
     async def _process(self, request: web.Request, trace: _Trace) -> dict[str, Any]:
+        check_method(request.method)  # GET and POST only, like the gateway
         body = await request.read()
         raw_query = request.raw_path.partition("?")[2]
         query = dict(parse_qsl(raw_query, keep_blank_values=True))
@@ -148,6 +171,10 @@ class SimService:
         )
         now = time.time()
         verify(incoming, self.credentials, self.nonces, now=now)
+        injected = self.faults.injected_error(incoming.header("x-acs-action") or "")
+        if injected is not None:  # an account-wide refusal set up through /_sim/errors
+            self.stats.fault(injected.code)
+            raise injected
 
         version = incoming.header("x-acs-version")
         if version != API_VERSION:
@@ -155,28 +182,40 @@ class SimService:
         action = incoming.header("x-acs-action") or ""
         handler = self._actions.get(action)
         if handler is None:
-            raise SimError(
-                "InvalidAction.NotFound",
+            raise _error(
+                "InvalidApi.NotFound",
                 "Specified api is not found, please check your url and method.",
+                status=404,
             )
 
         params = dict(query)
         if request.content_type == _FORM and body:
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         trace.cluster_id = params.get("ClusterId")
-
-        retry_after_ms = self.faults.throttle(action, now=now)
-        if retry_after_ms is not None:
-            self.stats.throttle(action)
-            raise SimError(
-                "Throttling.User",
-                "Request was denied due to user flow control.",
-                headers={"x-acs-retry-after": str(retry_after_ms)},
-            )
-        self.stats.accept(action, self._region_of(action, params), now=now)
+        trace.endpoint_region = self._endpoint_region(request)
+        region = trace.endpoint_region or self._region_of(action, params)
+        refusal = self.quotas.admit(self._quota_rules(), action, region, now=now)
+        if refusal is not None:
+            self.stats.throttle(action, region)
+            waits = refusal.headers(self.faults.config.throttle_headers)
+            raise SimError("Throttling.User", THROTTLED_MESSAGE, headers=waits)
+        self.stats.accept(action, region, now=now)
         return await handler(params, trace)
 
+    def _quota_rules(self) -> tuple[QuotaRule, ...]:
+        config = self.faults.config
+        if self._rules[0] is not config:  # parsed once per configuration
+            self._rules = (config, config.quota_rules())
+        return self._rules[1]
+
+    def _endpoint_region(self, request: web.Request) -> str | None:
+        if not self.region_ports or request.transport is None:
+            return None
+        sockname = request.transport.get_extra_info("sockname")
+        return self.region_ports.get(sockname[1]) if sockname else None
+
     def _region_of(self, action: str, params: Mapping[str, str]) -> str:
+        """The shared endpoint's stand-in for the region of a call."""
         if action == "ModifyVisualServicePasswd":
             cluster = self.inventory.get(params.get("ClusterId", ""))
             if cluster is not None:
@@ -197,7 +236,10 @@ class SimService:
             number, size = parse_page(params.get("PageNumber"), params.get("PageSize"))
         except InvalidParam as exc:
             raise SimError("InvalidParams", str(exc)) from None
-        clusters = self.inventory.in_region(params.get("RegionId") or None)
+        # No RegionId filter: the endpoint sets the region. The shared endpoint has none, so
+        # there RegionId says which region's endpoint the call stands for.
+        region = trace.endpoint_region or params.get("RegionId") or None
+        clusters = self.inventory.in_region(region)
         start = (number - 1) * size
         return {
             "TotalCount": len(clusters),
@@ -211,14 +253,10 @@ class SimService:
     def _modify_target(self, params: Mapping[str, str]) -> SimCluster:
         for name in _MODIFY_PARAMS:
             if not params.get(name):
-                raise SimError(
-                    "MissingParameter",
-                    f'The input parameter "{name}" that is mandatory for processing this '
-                    "request is not supplied.",
-                )
+                raise _error(f"Missing{name}", f"{name} is mandatory for this action.", status=400)
         if not runas_user_valid(params["RunasUser"]):
             raise SimError("InvalidParams", "parameter RunasUser invalid")
-        if not passwd_valid(params["Passwd"]):
+        if not self.passwd_valid(params["Passwd"]):
             raise SimError("InvalidParams", "parameter Passwd invalid")
         cluster = self.inventory.get(params["ClusterId"])
         if cluster is None:
@@ -270,6 +308,9 @@ class SimService:
             if fault is not None and message is not None:
                 self.stats.fault(fault.value)
                 raise SimError(fault.value, message)
+            if fault is Fault.SILENT_NOOP:
+                self.stats.fault(fault.value)
+                return {"Message": MODIFY_OK_MESSAGE}  # OK, and nothing changed
             if fault is not Fault.HANG:
                 cluster.vnc_password = params["Passwd"]
                 cluster.change_count += 1

@@ -13,16 +13,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["STATUSES", "Inventory", "SimCluster", "build_inventory", "region_code"]
 
-STATUSES = (
-    "uninit",
-    "creating",
-    "init",
-    "running",
-    "exception",
-    "releasing",
-    "stopped",
-    "pending",
-)
+# The values the E-HPC reference lists for ClusterInfoSimple.Status, and no others.
+STATUSES = ("uninit", "creating", "init", "running", "exception", "releasing")
 _ALNUM = string.ascii_letters + string.digits
 _ROOT_ALPHABET = _ALNUM + "!@#%^*-_=+"
 _KNOWN_CODES = {
@@ -37,8 +29,8 @@ _KNOWN_CODES = {
     "cn-chengdu": "cd",
     "cn-hongkong": "hk",
 }
-# Every NOT_RUNNING_EVERY-th cluster (by position) is not running, alternately stopped and in
-# exception, so any fleet of that size or more has one to test InvalidClusterStatus with.
+# Every NOT_RUNNING_EVERY-th cluster (by position) is not running, alternately in exception and
+# still initialising, so any fleet of that size or more has one to test InvalidClusterStatus with.
 NOT_RUNNING_EVERY = 20
 _NOT_RUNNING_OFFSET = 7
 
@@ -66,6 +58,8 @@ class SimCluster:
     create_time: str
     change_count: int = 0
     busy_until: float = 0.0
+    login_node: str = "127.0.0.1"
+    """What ListClusters reports as LoginNodes: where the simulated visual service listens."""
 
     def admin_view(self) -> dict[str, object]:
         """The admin API's view, passwords included (the only place they leave the simulator)."""
@@ -95,6 +89,7 @@ class SimCluster:
             "AccountType": "nis",
             "DeployMode": "Simple",
             "HasVpcConfig": True,
+            "LoginNodes": self.login_node,
         }
 
 
@@ -147,7 +142,7 @@ def build_inventory(*, count: int, regions: tuple[str, ...], seed: int) -> Inven
         seen.add(cluster_id)
         status = "running"
         if index % NOT_RUNNING_EVERY == _NOT_RUNNING_OFFSET:
-            status = "stopped" if (index // NOT_RUNNING_EVERY) % 2 == 0 else "exception"
+            status = "init" if (index // NOT_RUNNING_EVERY) % 2 == 0 else "exception"
         day = 1 + index % 28
         clusters.append(
             SimCluster(

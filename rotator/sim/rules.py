@@ -1,6 +1,7 @@
 """E-HPC's parameter rules, as pure functions (property-tested in tests/test_sim_rules.py).
 
 passwd_valid("a1b2c3")          # True: 6 ASCII letters/digits, at least one of each
+passwd_rule("legacy")("Abcdef12")  # True: 8-30 characters from 3 of 4 classes (older reference)
 runas_user_valid("root")        # True: only root is supported
 parse_page("2", None)           # (2, 10)
 """
@@ -8,14 +9,19 @@ parse_page("2", None)           # (2, 10)
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "LEGACY_SPECIALS",
     "MAX_PAGE_SIZE",
     "PASSWD_LENGTH",
+    "PASSWD_RULES",
     "RUNAS_USER",
     "InvalidParam",
+    "legacy_passwd_valid",
     "parse_page",
+    "passwd_rule",
     "passwd_valid",
     "runas_user_valid",
 ]
@@ -49,6 +55,42 @@ def passwd_valid(value: str) -> bool:
         and any(c.isdigit() for c in value)
         and any(c.isalpha() for c in value)
     )
+
+
+LEGACY_SPECIALS = "()`~!@#$%^&*-+=|{}[]:;'<>,.?/"
+_LEGACY_CLASSES = (
+    frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    frozenset("abcdefghijklmnopqrstuvwxyz"),
+    frozenset("0123456789"),
+    frozenset(LEGACY_SPECIALS),
+)
+_LEGACY_ALLOWED = frozenset().union(*_LEGACY_CLASSES)
+
+
+def legacy_passwd_valid(value: str) -> bool:
+    """The older reference: 8-30 characters, from at least 3 of upper, lower, digit, special."""
+    chars = set(value)
+    return (
+        8 <= len(value) <= 30
+        and chars <= _LEGACY_ALLOWED
+        and sum(1 for cls in _LEGACY_CLASSES if chars & cls) >= 3
+    )
+
+
+PASSWD_RULES: dict[str, Callable[[str], bool]] = {
+    "current": passwd_valid,
+    "legacy": legacy_passwd_valid,
+}
+
+
+def passwd_rule(name: str) -> Callable[[str], bool]:
+    """The Passwd check of a documented rule profile; ValueError for an unknown name."""
+    try:
+        return PASSWD_RULES[name]
+    except KeyError:
+        raise ValueError(
+            f"passwd_rule must be one of {', '.join(PASSWD_RULES)}, not {name!r}"
+        ) from None
 
 
 def _page_value(name: str, raw: str | None, default: int, low: int, high: int | None) -> int:

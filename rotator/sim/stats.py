@@ -1,7 +1,7 @@
 """Per-second counts of accepted calls, throttled calls and injected faults (for rate tests).
 
 stats.accept("ModifyVisualServicePasswd", "cn-hangzhou", now=time.time())
-stats.to_json()   # {"accepted": {action: {"<epoch second>": n}}, ...}
+stats.to_json()   # {"accepted": {action: {"<epoch second>": n}}, "throttled": {action: n}, ...}
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ def _bump(series: dict[int, int], second: int) -> None:
 
 
 class Stats:
-    __slots__ = ("accepted", "by_region", "faults", "throttled")
+    __slots__ = ("accepted", "by_region", "faults", "throttled", "throttled_by_region")
 
     def __init__(self) -> None:
         self.accepted: dict[str, dict[int, int]] = {}
         self.by_region: dict[str, dict[str, dict[int, int]]] = {}
         self.throttled: Counter[str] = Counter()
+        self.throttled_by_region: dict[str, Counter[str]] = {}
         self.faults: Counter[str] = Counter()
 
     def accept(self, action: str, region: str, *, now: float) -> None:
@@ -39,8 +40,11 @@ class Stats:
         _bump(self.accepted.setdefault(action, {}), second)
         _bump(self.by_region.setdefault(action, {}).setdefault(region, {}), second)
 
-    def throttle(self, action: str) -> None:
+    def throttle(self, action: str, region: str | None = None) -> None:
+        """A call refused with Throttling (it does not count as accepted)."""
         self.throttled[action] += 1
+        if region is not None:
+            self.throttled_by_region.setdefault(action, Counter())[region] += 1
 
     def fault(self, code: str) -> None:
         self.faults[code] += 1
@@ -49,6 +53,7 @@ class Stats:
         self.accepted.clear()
         self.by_region.clear()
         self.throttled.clear()
+        self.throttled_by_region.clear()
         self.faults.clear()
 
     def to_json(self) -> dict[str, object]:
@@ -65,5 +70,8 @@ class Stats:
                 for action, regions in self.by_region.items()
             },
             "throttled": dict(self.throttled),
+            "throttled_by_region": {
+                action: dict(regions) for action, regions in self.throttled_by_region.items()
+            },
             "faults_injected": dict(self.faults),
         }

@@ -18,11 +18,14 @@ Errors become :mod:`rotator.errors` values; none of them carries a secret:
 - 403 -> :class:`VaultPermissionError`, naming the path and the policy to attach
 - a lost check-and-set -> :class:`VaultConflictError`
 - 404 -> ``None`` where the caller asked for ``missing_ok``, else :class:`VaultNotFoundError`
+- a 200 without the shape Vault gives that answer (no ``data``, no ``keys``: a proxy or a
+  misrouted request) -> :class:`VaultInvalidResponseError`, never an empty result
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import warnings
@@ -48,7 +51,13 @@ from rotator.secret import Secret
 from rotator.vault.settings import VaultSettings
 from rotator.vault.transport import session_for
 
-__all__ = ["JsonDict", "VaultClient", "VaultNotFoundError", "map_vault_error"]
+__all__ = [
+    "JsonDict",
+    "VaultClient",
+    "VaultInvalidResponseError",
+    "VaultNotFoundError",
+    "map_vault_error",
+]
 
 log = structlog.get_logger("rotator.vault")
 
@@ -71,6 +80,32 @@ class VaultNotFoundError(VaultError):
     def __init__(self, message: str, *, body: JsonDict | None = None) -> None:
         super().__init__(message)
         self.body = body or {}
+
+
+class VaultInvalidResponseError(VaultError):
+    """A success status whose body lacks what Vault always sends for that call.
+
+    Something other than Vault answered (a proxy, a captive portal, a wrong path prefix), so an
+    empty-looking answer must not be read as "no secrets" or "no clusters".
+    """
+
+    code = "VaultInvalidResponse"
+    retry_class = RetryClass.RETRYABLE
+
+    def __init__(self, op: str, path: str, what: str) -> None:
+        super().__init__(
+            f"Vault answered {op} {path} with {what}; is vault.addr pointing at Vault itself "
+            "(not a proxy or web server answering 200)?"
+        )
+
+
+def _data_of(body: JsonDict | None, op: str, path: str) -> JsonDict:
+    """``body["data"]`` when it is an object, else :class:`VaultInvalidResponseError`."""
+    data = (body or {}).get("data")
+    if not isinstance(data, dict):
+        shown = "no data" if data is None else f"data that is a {type(data).__name__}"
+        raise VaultInvalidResponseError(op, path, shown)
+    return data
 
 
 def _server_errors(exc: hvac.exceptions.VaultError) -> str:
@@ -182,6 +217,7 @@ class VaultClient:
             settings.addr, verify=settings.verify, pool_size=settings.max_workers
         )
         self._auth: _TokenState | None = None
+        self._token_file_seen: tuple[int, int, int] | None = None
         self._auth_lock: asyncio.Lock | None = None
         self._closed = False
         if settings.skip_verify:
@@ -254,6 +290,9 @@ class VaultClient:
             state = self._auth
             if state is None:
                 return (await self._login()).token
+            if self._token_file_changed():
+                log.info("vault_token_file_changed", path=self.settings.token_file)
+                return (await self._login()).token
             if state.expires_at is None:
                 return state.token
             remaining = state.expires_at - self._clock()
@@ -268,6 +307,8 @@ class VaultClient:
         settings = self.settings
         method = settings.auth_method
         if method == "token":
+            # Stamped before reading: a write in between shows as a change on the next call.
+            self._token_file_seen = self._token_file_stamp()
             token = await asyncio.to_thread(settings.resolve_token)
             try:
                 body = await self._run(
@@ -283,7 +324,12 @@ class VaultClient:
                     "login), refresh the token file, or use AppRole/Kubernetes auth",
                     code="VaultTokenInvalid",
                 ) from None
-            data = body.get("data") or {}
+            path = "auth/token/lookup-self"
+            data = _data_of(body, "lookup", path)
+            if "ttl" not in data:
+                # Every lookup-self answer has a ttl (0 for root tokens): without one we would
+                # take the token for a non-expiring one.
+                raise VaultInvalidResponseError("lookup", path, "data without a ttl")
             state = self._new_state(token, float(data.get("ttl") or 0), bool(data.get("renewable")))
         else:
             if method == "approle":
@@ -339,6 +385,24 @@ class VaultClient:
         )
         return state
 
+    def _token_file_stamp(self) -> tuple[int, int, int] | None:
+        """Identity of ``vault.token_file`` when the token comes from it (a Vault Agent's sink,
+        rewritten on every new login); None otherwise. One ``stat`` per call: cheap."""
+        settings = self.settings
+        if settings.auth_method != "token" or not settings.token_file or settings.token:
+            return None
+        try:
+            stat = os.stat(settings.token_file)
+        except OSError:
+            return None  # gone for a moment (an agent replacing it): keep the token we have
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def _token_file_changed(self) -> bool:
+        if self._token_file_seen is None:
+            return False
+        stamp = self._token_file_stamp()
+        return stamp is not None and stamp != self._token_file_seen
+
     def _new_state(self, token: Secret, ttl: float, renewable: bool) -> _TokenState:
         expires = self._clock() + ttl if ttl > 0 else None
         return _TokenState(token=token, ttl=ttl, expires_at=expires, renewable=renewable)
@@ -353,12 +417,14 @@ class VaultClient:
                     "renew",
                     "auth/token/renew-self",
                 )
+                auth = body.get("auth") if isinstance(body, dict) else None
+                if not isinstance(auth, dict) or "lease_duration" not in auth:
+                    raise VaultInvalidResponseError("renew", "auth/token/renew-self", "no auth")
             except VaultUnavailableError:
                 raise
             except VaultError as exc:
                 log.info("vault_renew_failed", code=exc.code)
             else:
-                auth = body.get("auth") or {}
                 ttl = float(auth.get("lease_duration") or 0)
                 # Keep the original TTL as the yardstick: a renewal capped by max_ttl returns
                 # less, and then renewing again on every call would be pointless.
@@ -443,6 +509,32 @@ class VaultClient:
                 return None
             raise
 
+    async def request_as(
+        self,
+        token: Secret,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, object] | None = None,
+        missing_ok: bool = False,
+    ) -> JsonDict | None:
+        """One HTTP API call with a caller's own token (check-out leases), not rotator's: no
+        login, no retry; a 403 is the caller's policy and is raised as is."""
+        op = {"GET": "read", "LIST": "list", "DELETE": "delete"}.get(method, "write")
+
+        def do(client: hvac.Client) -> JsonDict:
+            result = client.adapter.request(
+                method, f"/v1/{path}", json=dict(json) if json is not None else None
+            )
+            return result if isinstance(result, dict) else {}
+
+        try:
+            return await self._run(do, token, op, path)
+        except VaultNotFoundError:
+            if missing_ok:
+                return None
+            raise
+
     async def read(self, path: str) -> JsonDict | None:
         return await self.request("GET", path, missing_ok=True)
 
@@ -452,8 +544,10 @@ class VaultClient:
     async def list_keys(self, path: str) -> list[str]:
         body = await self.request("LIST", path, missing_ok=True)
         if body is None:
-            return []
-        keys = (body.get("data") or {}).get("keys") or []
+            return []  # Vault's 404 on LIST: nothing under this path
+        keys = _data_of(body, "list", path).get("keys")
+        if not isinstance(keys, list):
+            raise VaultInvalidResponseError("list", path, "data without a list of keys")
         return [str(k) for k in keys]
 
     async def health(self) -> bool:
@@ -489,7 +583,13 @@ class VaultClient:
             if isinstance(deleted, dict) and isinstance(deleted.get("metadata"), dict):
                 return {"data": None, "metadata": deleted["metadata"]}
             return None
-        return (body or {}).get("data") or None
+        where = f"{mount}/data/{path}"
+        data = _data_of(body, "read", where)
+        if not isinstance(data.get("metadata"), dict) or not (
+            "data" in data and (data["data"] is None or isinstance(data["data"], dict))
+        ):
+            raise VaultInvalidResponseError("read", where, "no KV version 2 data and metadata")
+        return data
 
     async def kv_write(
         self, mount: str, path: str, data: Mapping[str, object], *, cas: int | None = None
@@ -501,16 +601,20 @@ class VaultClient:
         payload: dict[str, object] = {"data": dict(data)}
         if cas is not None:
             payload["options"] = {"cas": cas}
-        body = await self.request("POST", f"{mount}/data/{path}", json=payload) or {}
-        result: JsonDict = body.get("data") or {}
+        where = f"{mount}/data/{path}"
+        body = await self.request("POST", where, json=payload)
+        result = _data_of(body, "write", where)
+        if "version" not in result:
+            raise VaultInvalidResponseError("write", where, "no version of the new secret")
         return result
 
     async def kv_list(self, mount: str, path: str) -> list[str]:
         return await self.list_keys(f"{mount}/metadata/{path}")
 
     async def kv_metadata(self, mount: str, path: str) -> JsonDict | None:
-        body = await self.request("GET", f"{mount}/metadata/{path}", missing_ok=True)
-        return None if body is None else (body.get("data") or {})
+        where = f"{mount}/metadata/{path}"
+        body = await self.request("GET", where, missing_ok=True)
+        return None if body is None else _data_of(body, "read", where)
 
     async def kv_patch_custom_metadata(
         self, mount: str, path: str, values: Mapping[str, str | None]

@@ -22,6 +22,7 @@ from typing import Literal
 from rotator.config import VaultConfig
 from rotator.errors import ConfigError
 from rotator.secret import Secret, read_secret_file
+from rotator.vault.transport import check_vault_addr
 
 __all__ = ["AuthMethod", "VaultSettings"]
 
@@ -49,6 +50,7 @@ class VaultSettings(VaultConfig):
     token: Secret | None = None
 
     def __post_init__(self) -> None:
+        check_vault_addr(self.addr, allow_insecure_http=self.allow_insecure_http)
         if self.max_workers < 1:
             raise ConfigError("must be >= 1", key="vault.max_workers")
         if self.timeout <= 0:
@@ -95,6 +97,10 @@ class VaultSettings(VaultConfig):
             values["skip_verify"] = _env_bool(get("SKIP_VERIFY"), "VAULT_SKIP_VERIFY")
         if get("TOKEN"):
             values["token"] = Secret(get("TOKEN"))
+        if env.get("ROTATOR_VAULT_ALLOW_INSECURE_HTTP"):
+            values["allow_insecure_http"] = _env_bool(
+                env["ROTATOR_VAULT_ALLOW_INSECURE_HTTP"], "ROTATOR_VAULT_ALLOW_INSECURE_HTTP"
+            )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
@@ -103,8 +109,11 @@ class VaultSettings(VaultConfig):
         cls, config: VaultConfig, environ: Mapping[str, str] | None = None
     ) -> VaultSettings:
         """The config file's ``[vault]`` section; empty keys fall back to the environment."""
-        base = cls.from_env(environ)
+        # The config's switch applies to an address from the environment too.
+        allow = {"allow_insecure_http": True} if config.allow_insecure_http else {}
+        base = cls.from_env(environ, **allow)
         values = {f.name: getattr(config, f.name) for f in fields(VaultConfig)}
+        values["allow_insecure_http"] = config.allow_insecure_http or base.allow_insecure_http
         for key in ("addr", "namespace", "ca_cert"):
             values[key] = values[key] or getattr(base, key)
         values["skip_verify"] = config.skip_verify or base.skip_verify
@@ -127,6 +136,18 @@ class VaultSettings(VaultConfig):
                 continue
             except PermissionError:
                 raise ConfigError(f"token file {path} is not readable", key="vault") from None
+            except IsADirectoryError:
+                raise ConfigError(
+                    f"token file {path} is a directory, not a file", key="vault.token_file"
+                ) from None
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read token file {path}: {exc.strerror}", key="vault.token_file"
+                ) from None
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"token file {path} is not UTF-8 text", key="vault.token_file"
+                ) from None
             if value:
                 return Secret(value)
         raise ConfigError(

@@ -39,7 +39,7 @@ __all__ = ["RootCredential", "VaultStore", "VncState", "format_time", "parse_tim
 # Re-reads when the secret is created between the data read and the metadata read.
 _READ_RACE_RETRIES = 3
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SEGMENT = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # "$" allows a trailing "\n"
 
 _OWNED_KEYS = frozenset(
     {
@@ -91,6 +91,8 @@ class RootCredential:
     user: str
     password: Secret
     region: str | None
+    vnc_host: str | None = None
+    """Where the VNC check connects (``{host}`` of verify.url), if set in the secret."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ class VaultStore:
             user=_text(data.get("user")) or "root",
             password=password,
             region=_text(data.get("region")),
+            vnc_host=_text(data.get("vnc_host")),
         )
 
     async def write_root(

@@ -8,15 +8,22 @@ overhead capped rotator's throughput (``make bench``, py-spy). This class offers
 of the ``requests.Session`` interface hvac uses and raises requests' exception types, so hvac's
 error handling and rotator's error mapping work unchanged. With a proxy configured, rotator keeps
 plain requests (see :func:`session_for`).
+
+Both sessions keep the token at home: a redirect to another scheme, host or port is refused
+with a :class:`~rotator.errors.VaultError` (code ``VaultRedirect``) that names the target, since
+following it would send ``X-Vault-Token`` along (urllib3 and requests strip ``Authorization`` on
+such a hop, but know nothing of Vault's header). A redirect within the configured origin is
+followed, at most five times.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json as jsonlib
 import ssl
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -29,14 +36,83 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
-from rotator.errors import ConfigError
+from rotator.errors import ConfigError, RetryClass, VaultError
 
-__all__ = ["Urllib3Response", "Urllib3Session", "session_for"]
+__all__ = [
+    "GuardedRequestsSession",
+    "Urllib3Response",
+    "Urllib3Session",
+    "check_vault_addr",
+    "origin_of",
+    "session_for",
+]
 
-# Vault standbys answer 307 to the active node; requests follows redirects, so do we.
-_RETRY = urllib3.Retry(
-    total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_redirect=True
-)
+_MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_vault_addr(addr: str, *, allow_insecure_http: bool) -> None:
+    """The transport rule: https; plain http only to a loopback host, and only when allowed.
+
+    The token (and every password rotator stores) travels in each request.
+    """
+    try:
+        parts = urlsplit(addr)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a bad port only shows when it is read
+    except ValueError:
+        raise ConfigError(f"{addr!r} is not a valid URL", key="vault.addr") from None
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and host:
+        if not _is_loopback(host):
+            raise ConfigError(
+                f"{addr!r} uses plain http:// for a non-loopback host; the Vault token and the "
+                "passwords would cross the network in clear, so only https:// is allowed",
+                key="vault.addr",
+            )
+        if not allow_insecure_http:
+            raise ConfigError(
+                f"{addr!r} uses plain http://; set vault.allow_insecure_http = true to allow "
+                "it for a Vault/OpenBao dev server on this machine",
+                key="vault.allow_insecure_http",
+            )
+        return
+    raise ConfigError(f"{addr!r} is not an https:// URL", key="vault.addr")
+
+
+def origin_of(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port filled in: what a redirect may not change."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _refuse_foreign(
+    origin: tuple[str, str, int | None], status: int, current: str, loc: str
+) -> str:
+    """The absolute redirect target, or VaultError when it leaves the configured origin."""
+    target = urljoin(current, loc)
+    if origin_of(target) != origin:
+        shown = target.split("?", 1)[0][:200]  # a query string could carry anything
+        raise VaultError(
+            f"Vault answered HTTP {status}, a redirect to {shown}; redirects to another host or "
+            "scheme are not followed (the Vault token would go with them). Point vault.addr at "
+            "the address that serves the API (the active node, or a load balancer that forwards)",
+            code="VaultRedirect",
+            retry_class=RetryClass.TERMINAL,
+        )
+    return target
 
 
 class Urllib3Response:
@@ -66,7 +142,8 @@ class Urllib3Response:
 class Urllib3Session:
     """The slice of ``requests.Session`` hvac uses, on one thread-safe urllib3 pool."""
 
-    def __init__(self, *, verify: bool | str, pool_size: int) -> None:
+    def __init__(self, *, verify: bool | str, pool_size: int, origin: str) -> None:
+        self._origin = origin_of(origin)
         self.verify = verify
         self.cert = None
         self.proxies: dict[str, str] = {}
@@ -108,21 +185,43 @@ class Urllib3Session:
             body = data if isinstance(data, bytes) else str(data).encode("utf-8")
         if params:
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params, doseq=True)}"
+        method = method.upper()
+        if origin_of(url) != self._origin:
+            raise _refusal_for(url)
+        # Redirects are followed here, not by urllib3, so that each hop is checked first.
+        for _ in range(_MAX_REDIRECTS + 1):
+            raw = self._send(method, url, body, sent_headers, timeout)
+            location = raw.headers.get("Location")
+            if not (allow_redirects and raw.status in _REDIRECTS and location):
+                return Urllib3Response(raw, url)
+            url = _refuse_foreign(self._origin, raw.status, url, location)
+            if raw.status == 303 or (raw.status in (301, 302) and method == "POST"):
+                method, body = "GET", None  # what requests (and browsers) do
+                sent_headers.pop("Content-Type", None)
+        raise requests.exceptions.TooManyRedirects(f"more than {_MAX_REDIRECTS} redirects")
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: float | None,
+    ) -> urllib3.BaseHTTPResponse:
         try:
-            raw = self._pool.request(
-                method.upper(),
+            return self._pool.request(
+                method,
                 url,
                 body=body,
-                headers=sent_headers,
+                headers=dict(headers),
                 timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                retries=_RETRY if allow_redirects else False,
-                redirect=allow_redirects,
+                retries=False,
+                redirect=False,
             )
         except MaxRetryError as exc:
             raise _as_requests_error(exc.reason or exc) from None
         except urllib3.exceptions.HTTPError as exc:
             raise _as_requests_error(exc) from None
-        return Urllib3Response(raw, url)
 
     def close(self) -> None:
         self._pool.clear()
@@ -144,13 +243,41 @@ def _as_requests_error(exc: BaseException) -> requests.exceptions.RequestExcepti
     return requests.exceptions.RequestException(text)
 
 
+def _refusal_for(url: str) -> VaultError:
+    return VaultError(
+        f"refusing to send a Vault request to {url.split('?', 1)[0][:200]}: it is not the "
+        "configured vault.addr",
+        code="VaultRedirect",
+        retry_class=RetryClass.TERMINAL,
+    )
+
+
+class GuardedRequestsSession(requests.Session):
+    """Plain requests (used behind a proxy) with the same redirect rule as the lean session."""
+
+    def __init__(self, *, origin: str, verify: bool | str, proxies: Mapping[str, str]) -> None:
+        super().__init__()
+        self._origin = origin_of(origin)
+        self.verify = verify
+        self.proxies.update(proxies)
+        self.trust_env = False  # resolved once by the caller; requests re-reads them per call
+        self.max_redirects = _MAX_REDIRECTS
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        # requests asks this before every hop: refuse one that leaves the origin.
+        target = super().get_redirect_target(resp)
+        if target:
+            try:
+                _refuse_foreign(self._origin, resp.status_code, resp.url, target)
+            except VaultError:
+                resp.close()  # hand the connection back before giving up
+                raise
+        return target
+
+
 def session_for(addr: str, *, verify: bool | str, pool_size: int) -> Any:
     """The lean session, or plain requests when a proxy applies to Vault's address."""
     proxies = requests.utils.get_environ_proxies(addr)
     if proxies:
-        session = requests.Session()
-        session.verify = verify
-        session.proxies.update(proxies)
-        session.trust_env = False  # resolved once above; requests re-reads them per call
-        return session
-    return Urllib3Session(verify=verify, pool_size=pool_size)
+        return GuardedRequestsSession(origin=addr, verify=verify, proxies=proxies)
+    return Urllib3Session(verify=verify, pool_size=pool_size, origin=addr)

@@ -155,6 +155,7 @@ async def test_cli_rotate_writes_report_status_and_plan_and_logs_no_secret(
         faults=FaultConfig(service_unavailable_rate=0.2, drop_rate=0.05),
     )
     fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    (tmp_path / "out").mkdir()  # --report never creates folders
     report = tmp_path / "out" / "report.json"
 
     result = await fleet.cli(

@@ -576,6 +576,12 @@ HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body>
 HTML_429 = b"<html><body><h1>429 Too Many Requests</h1></body></html>"
 HTML_403 = b"<html><body>Forbidden by WAF</body></html>"
 TRUNCATED = b'{"RequestId": "TRUNC-1", "Mess'
+# An entity in a DTD is how XML bombs start: such a body is not parsed at all.
+XML_WITH_DTD = (
+    b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY a "Forbidden.RAM">]>'
+    b"<Error><Code>&a;</Code></Error>"
+)
+XML_NO_CODE = b"<Error><Message>no code here</Message></Error>"
 
 Call = Callable[[EhpcClient], Awaitable[Any]]
 
@@ -608,6 +614,8 @@ async def _list_call(api: EhpcClient) -> Any:
         (Canned(429, HTML_429, "text/html"), _list_call, ThrottledError),
         (Canned(403, HTML_403, "text/html"), _modify_call, TerminalApiError),
         (Canned(404, b"not found", "text/plain"), _list_call, TerminalApiError),
+        (Canned(403, XML_WITH_DTD, "text/xml;charset=utf-8"), _list_call, TerminalApiError),
+        (Canned(400, XML_NO_CODE, "text/xml;charset=utf-8"), _list_call, TerminalApiError),
     ],
     ids=[
         "502-html-modify",
@@ -622,6 +630,8 @@ async def _list_call(api: EhpcClient) -> Any:
         "429-html-list",
         "403-html-modify",
         "404-text-list",
+        "403-xml-with-a-dtd-list",
+        "400-xml-without-code-list",
     ],
 )
 async def test_non_json_bodies_become_clear_errors(
@@ -767,3 +777,70 @@ async def test_password_echoed_by_a_server_stays_out_of_the_error(gateway: FakeG
     for secret in ("echo-root-77", "e7c8h9"):
         assert secret not in str(error)
         assert secret not in error.message
+
+
+# -- redirects are never followed -------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def elsewhere() -> AsyncIterator[FakeGateway]:
+    """A second server, the target of a redirect: it must never receive a request."""
+    fake = FakeGateway()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    fake.url = str(server.make_url("/"))
+    try:
+        yield fake
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("call", [_modify_call, _list_call], ids=["modify", "list"])
+async def test_a_redirect_is_never_followed(
+    gateway: FakeGateway, elsewhere: FakeGateway, status: int, call: Call
+) -> None:
+    gateway.answer = Canned(
+        status, b"", "text/plain", headers={"Location": f"{elsewhere.url}stolen"}
+    )
+    async with gateway.client() as api:
+        error = await api_error(call(api))
+    assert elsewhere.requests == [], "a redirect carried the request (and passwords) elsewhere"
+    assert len(gateway.requests) == 1
+    # The gateway never redirects: a 3xx comes from something in the way, and the request was
+    # not processed by E-HPC, so it cannot have applied: terminal, not ambiguous.
+    assert type(error) is TerminalApiError
+    assert error.code == "InvalidResponse"
+    assert error.http_status == status
+    assert "redirect" in error.message
+    assert f"{elsewhere.url}stolen" in error.message
+
+
+async def test_a_redirect_is_never_followed_with_get_either(
+    gateway: FakeGateway, elsewhere: FakeGateway
+) -> None:
+    # With GET the passwords are in the URL: the Location may echo them; neither the request
+    # nor the message may carry them on.
+    gateway.answer = Canned(
+        307, b"", "text/plain", headers={"Location": f"{elsewhere.url}x?Passwd=q7w8e9"}
+    )
+    api = EhpcClient(
+        credentials=StaticCredentials("LTAI-fake", Secret("fake-gateway-secret")),
+        endpoints=Endpoints(single=gateway.url, allow_insecure_http=True),
+        method="GET",
+    )
+    async with api:
+        error = await api_error(
+            api.modify_visual_service_passwd(
+                region="cn-hangzhou",
+                cluster_id="ehpc-hz-get",
+                runas_password=Secret("root-pw-get-1"),
+                new_password=Secret("q7w8e9"),
+            )
+        )
+    assert elsewhere.requests == []
+    assert type(error) is TerminalApiError
+    assert "redirect" in error.message
+    assert "q7w8e9" not in str(error)

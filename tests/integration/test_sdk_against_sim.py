@@ -6,10 +6,16 @@ The SDK is blocking (requests); it runs in a thread while the simulator serves o
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from alibabacloud_ehpc20180412 import models as ehpc_models
 from alibabacloud_ehpc20180412.client import Client
 from alibabacloud_tea_openapi.exceptions import (
@@ -21,8 +27,15 @@ from alibabacloud_tea_openapi.models import Config
 from alibabacloud_tea_util.models import RuntimeOptions
 from darabonba.core import DaraCore
 
+from rotator.ehpc import signer
+from rotator.ehpc.client import EhpcClient, Endpoints
+from rotator.ehpc.credentials import StaticCredentials
+from rotator.ehpc.models import API_VERSION
+from rotator.secret import Secret
 from rotator.sim import FaultConfig, Simulator
 from rotator.sim.auth import Credential
+from rotator.sim.errors import ErrorShape
+from rotator.sim.faults import ErrorInjection
 from rotator.sim.inventory import SimCluster
 from tests.support.sim import SimFactory
 
@@ -187,3 +200,119 @@ async def test_sdk_over_tls_trusting_the_sim_ca(sim_factory: SimFactory) -> None
     )
     assert response.status_code == 200
     assert len(response.body.clusters.cluster_info_simple) == 5
+
+
+# -- error shapes and STS headers, compared with the SDK ---------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["json", "json-lowercase", "xml"])
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("Forbidden.RAM", 403), ("InvalidAccessKeyId.Inactive", 400), ("MissingClusterId", 400)],
+)
+async def test_sdk_reads_every_injected_error_shape(
+    sim: Simulator, code: str, status: int, shape: str
+) -> None:
+    # The SDK's own parser (JSON with Code or code, XML for text/xml;charset=utf-8) is the
+    # reference for what the simulator's shapes must look like.
+    sim.service.faults.inject(ErrorInjection(code, shape=ErrorShape(shape), count=1))
+    with pytest.raises(ClientException) as raised:
+        await list_clusters(sdk_client(sim), ehpc_models.ListClustersRequest())
+    assert (raised.value.code, raised.value.status_code) == (code, status)
+    assert raised.value.request_id not in (None, "", "None")
+
+
+@dataclass
+class HeaderCapture:
+    """A gateway stand-in that records each request's headers and answers an empty page."""
+
+    seen: list[dict[str, str]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append({k.lower(): v for k, v in request.headers.items()})
+        return web.json_response(
+            {
+                "RequestId": "CAP-1",
+                "TotalCount": 0,
+                "PageNumber": 1,
+                "PageSize": 10,
+                "Clusters": {"ClusterInfoSimple": []},
+            }
+        )
+
+
+def _signed_names(headers: dict[str, str]) -> set[str]:
+    parsed = signer.parse_authorization(headers["authorization"])
+    assert parsed is not None
+    return set(parsed[1])
+
+
+async def test_sts_headers_match_the_official_sdk() -> None:
+    capture = HeaderCapture()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", capture.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        host = f"127.0.0.1:{server.port}"
+        sdk = Client(
+            Config(
+                access_key_id="STS.compare",
+                access_key_secret="sts-compare-secret",
+                security_token="sts-compare-token",
+                endpoint=host,
+                protocol="http",
+            )
+        )
+        await asyncio.to_thread(
+            sdk.list_clusters_with_options, ehpc_models.ListClustersRequest(), runtime()
+        )
+        ours = EhpcClient(
+            credentials=StaticCredentials(
+                "STS.compare", Secret("sts-compare-secret"), Secret("sts-compare-token")
+            ),
+            endpoints=Endpoints(single=f"http://{host}", allow_insecure_http=True),
+        )
+        async with ours:
+            await ours.list_clusters("cn-hangzhou")
+    finally:
+        await server.close()
+    sdk_headers, our_headers = capture.seen
+    for headers in (sdk_headers, our_headers):
+        assert headers["x-acs-accesskey-id"] == "STS.compare"
+        assert headers["x-acs-security-token"] == "sts-compare-token"
+        assert {"x-acs-accesskey-id", "x-acs-security-token"} <= _signed_names(headers)
+    # Every x-acs-* header the SDK sends and signs, we send and sign too (the SDK adds only
+    # its credential-provider name and retry bookkeeping on top).
+    sdk_only = {"x-acs-credentials-provider", "x-acs-retry-attempts", "x-acs-retry-delay"}
+    sdk_acs = {n for n in _signed_names(sdk_headers) if n.startswith("x-acs-")} - sdk_only
+    assert sdk_acs <= _signed_names(our_headers)
+
+
+async def test_a_token_sent_for_another_key_is_a_mismatch(sim: Simulator) -> None:
+    sim.service.credentials.add(Credential("STS.one", "sts-one-secret", "sts-one-token"))
+    headers = {
+        "host": sim.host_header,
+        "x-acs-action": "ListClusters",
+        "x-acs-version": API_VERSION,
+        "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "x-acs-signature-nonce": uuid.uuid4().hex,
+        "x-acs-content-sha256": signer.EMPTY_SHA256,
+        "x-acs-accesskey-id": "STS.other",  # signed, but not the key that signs
+        "x-acs-security-token": "sts-one-token",
+    }
+    headers["authorization"] = signer.authorization(
+        method="GET",
+        path="/",
+        query={},
+        headers=headers,
+        payload_sha256=signer.EMPTY_SHA256,
+        access_key_id="STS.one",
+        access_key_secret="sts-one-secret",
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{sim.base_url}/", headers=headers) as response,
+    ):
+        body = await response.json()
+    assert (response.status, body["Code"]) == (400, "InvalidSecurityToken.MismatchWithAccessKey")

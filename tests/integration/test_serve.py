@@ -7,9 +7,8 @@ metrics show it; duplicates collapse; bad webhook input changes nothing; readine
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rotator.config import load_settings
 from rotator.secret import Secret, write_secret_file
 from rotator.serve import Daemon
+from rotator.serve.webhook import sign_request
 from rotator.sim import Simulator
 from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer, free_port
@@ -69,6 +69,7 @@ def write_config(
         },
         "vault": {
             "addr": server.addr,
+            "allow_insecure_http": True,  # a loopback OpenBao dev server
             "token_file": str(token_file),
             "root_path": paths.root_path,
             "vnc_path": paths.vnc_path,
@@ -224,8 +225,8 @@ async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
         assert await asyncio.wait_for(task, 1) == 0
 
 
-def sign(body: bytes) -> str:
-    return "sha256=" + hmac.new(HMAC_KEY.encode(), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, path: str = "/v1/rotate") -> str:
+    return sign_request(HMAC_KEY, "POST", path, body, int(time.time()))
 
 
 async def scrape(session: aiohttp.ClientSession, daemon: Daemon) -> dict[Any, float]:

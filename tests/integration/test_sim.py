@@ -95,7 +95,7 @@ async def test_list_clusters_pages_through_the_whole_fleet_in_stable_order(
     assert entry["ZoneId"] == entry["RegionId"] + "-a"
 
 
-async def test_list_clusters_filters_by_region(
+async def test_on_the_shared_endpoint_region_id_stands_for_the_regions_endpoint(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
     reply = await send(
@@ -143,8 +143,13 @@ async def test_modify_sets_the_password_and_counts_the_change(
 @pytest.mark.parametrize(
     "case",
     [
-        ({"Passwd": "<omit>"}, "MissingParameter", 400, '"Passwd"'),
-        ({"RunasUserPassword": "<omit>"}, "MissingParameter", 400, '"RunasUserPassword"'),
+        ({"Passwd": "<omit>"}, "MissingPasswd", 400, "Passwd is mandatory for this action."),
+        (
+            {"RunasUserPassword": "<omit>"},
+            "MissingRunasUserPassword",
+            400,
+            "RunasUserPassword is mandatory for this action.",
+        ),
         ({"RunasUser": "admin"}, "InvalidParams", 400, "parameter RunasUser invalid"),
         # RunasUser is checked before Passwd and before the cluster is looked up.
         (
@@ -411,7 +416,9 @@ async def test_sts_credentials_need_their_token(
 async def test_unknown_action_and_wrong_version(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
-    assert_error(await send(session, sign(sim, "DeleteCluster", {})), "InvalidAction.NotFound", 404)
+    reply = await send(session, sign(sim, "DeleteCluster", {}))
+    assert_error(reply, "InvalidApi.NotFound", 404)
+    assert reply.body["Message"] == "Specified api is not found, please check your url and method."
     reply = await send(session, sign(sim, "ListClusters", {}, version="2024-07-30"))
     assert_error(reply, "InvalidVersion", 400)
 
@@ -532,6 +539,7 @@ async def test_stats_count_accepted_calls_per_second_action_and_region(
         "accepted": {},
         "accepted_by_region": {},
         "throttled": {},
+        "throttled_by_region": {},
         "faults_injected": {},
     }
 
@@ -560,7 +568,8 @@ async def test_inventory_is_deterministic_from_the_seed() -> None:
     assert fleet(1) != fleet(2)
     statuses = [status for _, status, _, _ in fleet(1)]
     assert statuses.count("running") == 43
-    assert {"stopped", "exception"} <= set(statuses)
+    assert {"init", "exception"} <= set(statuses)
+    assert set(statuses) <= {"uninit", "creating", "init", "running", "exception", "releasing"}
     assert all(len(root) == 16 for _, _, root, _ in fleet(1))
 
 
@@ -603,7 +612,8 @@ async def test_sim_process_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> 
         "--state-dir", str(tmp_path / "state"),
         "--access-key-id", "proc-key", "--access-key-secret-file", str(secret_file),
         "--admin-token-file", str(token_file), "--log-format", "json",
-        "--qps-limit", "ListClusters=100",
+        "--qps-limit", "ListClusters=100", "--quota", "ModifyVisualServicePasswd@account=50/60s",
+        "--region-endpoints", "--passwd-rule", "current",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -616,6 +626,7 @@ async def test_sim_process_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> 
         assert ready["ca_file"] == str(tmp_path / "state" / "sim-ca.pem")
         base_url = ready["base_url"]
         assert base_url.startswith("https://127.0.0.1:")
+        assert set(ready["endpoints"]) == {"cn-hangzhou", "cn-shanghai", "cn-beijing"}
 
         # Talk to it: the configured credential works, and a change shows in the admin API.
         handle = Simulator(
@@ -636,6 +647,8 @@ async def test_sim_process_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> 
             assert (await send(client, sign(handle, MODIFY, params))).status == 200
             after = (await SimAdmin(client, handle).clusters())[target["id"]]
             assert after["vnc_password"] == NEW_PASSWD
+            faults = await SimAdmin(client, handle).request("GET", "faults")
+            assert faults["quotas"] == {"ModifyVisualServicePasswd@account": "50/60s"}
 
         process.send_signal(signal.SIGTERM)
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
@@ -649,3 +662,23 @@ async def test_sim_process_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> 
     for secret in (NEW_PASSWD, target["root_password"], "proc-secret-value"):
         assert secret not in logs
         assert secret not in stdout.decode()
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--quota", "DeleteCluster=1/1s"],
+        ["--quota", "ListClusters"],
+        ["--quota", "ListClusters=fast"],
+        ["--passwd-rule", "strict"],
+    ],
+)
+async def test_sim_process_refuses_bad_quota_and_rule_flags(flag: list[str]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rotator.sim", *flag,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2, stderr.decode()
+    assert flag[0] in stderr.decode()

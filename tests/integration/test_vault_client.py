@@ -57,6 +57,7 @@ async def _approle_settings(
     assert role is not None
     return VaultSettings(
         addr=settings.addr,
+        allow_insecure_http=True,
         auth_method="approle",
         role_id=role["data"]["role_id"],
         secret_id_file=str(secret_file),
@@ -287,7 +288,12 @@ def silent_port() -> Iterator[int]:
 async def test_event_loop_ticks_while_vault_hangs_and_the_timeout_is_retryable(
     silent_port: int,
 ) -> None:
-    settings = VaultSettings(addr=f"http://127.0.0.1:{silent_port}", token=Secret("t"), timeout=0.3)
+    settings = VaultSettings(
+        addr=f"http://127.0.0.1:{silent_port}",
+        allow_insecure_http=True,
+        token=Secret("t"),
+        timeout=0.3,
+    )
     ticks = 0
 
     async def ticker() -> None:
@@ -333,7 +339,9 @@ async def test_pool_bounds_concurrent_calls(
 
 
 async def test_closed_port_is_unavailable() -> None:
-    settings = VaultSettings(addr=f"http://127.0.0.1:{free_port()}", token=Secret("t"))
+    settings = VaultSettings(
+        addr=f"http://127.0.0.1:{free_port()}", allow_insecure_http=True, token=Secret("t")
+    )
     async with VaultClient(settings) as client:
         with pytest.raises(VaultUnavailableError, match="cannot connect to Vault"):
             await client.read("secret/data/x")
@@ -342,7 +350,9 @@ async def test_closed_port_is_unavailable() -> None:
 
 async def test_sealed_then_stopped_server_is_unavailable(tmp_path: Path) -> None:
     with start_openbao(tmp_path) as server:
-        settings = VaultSettings(addr=server.addr, token=server.root_token, timeout=2.0)
+        settings = VaultSettings(
+            addr=server.addr, allow_insecure_http=True, token=server.root_token, timeout=2.0
+        )
         async with VaultClient(settings) as client:
             await VaultStore(client).write_root("c-1", "root", Secret("Root12"), None)
             await client.request("PUT", "sys/seal")

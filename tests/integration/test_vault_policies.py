@@ -17,7 +17,13 @@ from rotator.secret import Secret
 from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer
 from rotator.vault.settings import VaultSettings
-from rotator.vault.setup import ACL_POLICIES, default_policy_dir, render_policy, vault_setup
+from rotator.vault.setup import (
+    ACL_POLICIES,
+    default_policy_dir,
+    policy_is_ours,
+    render_policy,
+    vault_setup,
+)
 from rotator.vault.store import VaultStore
 from tests.support.vault import VaultPaths, create_token, run_bao
 
@@ -56,14 +62,42 @@ async def test_vault_setup_is_idempotent(openbao: OpenBaoServer, vault_paths: Va
         "KV version 2 at secret/ exists",
         "policy rotator unchanged",
         "policy ehpc-vnc-reader unchanged",
+        "policy ehpc-vnc-checkout unchanged",
         "password policy ehpc-vnc unchanged",
         "approle auth at auth/approle/ exists",
         "approle role rotator unchanged",
+        f"max_versions 50 on the VNC secrets under secret/{vault_paths.vnc_path}/: all 0 "
+        "secrets have it",
     ]
     assert policy is not None
     text = policy["data"]["policy"]
     assert f'path "secret/data/{vault_paths.root_path}/*"' in text
-    assert "{kv_mount}" not in text
+    assert "{kv_mount}" not in _rules(text)
+
+
+def _rules(text: str) -> str:
+    """A policy without its comments."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+@pytest.mark.asyncio
+async def test_the_stored_policy_keeps_a_readable_header(
+    openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    settings = vault_paths.settings(openbao)
+    async with VaultClient(settings) as admin:
+        await vault_setup(admin, settings)
+        text = (await admin.read("sys/policies/acl/rotator") or {})["data"]["policy"]
+    first = text.splitlines()[0]
+    assert first == (
+        f"# Written by `rotator vault-setup` (kv_mount=secret root_path={vault_paths.root_path} "
+        f"vnc_path={vault_paths.vnc_path} runs_path={vault_paths.runs_path} "
+        "password_policy=ehpc-vnc)."
+    )
+    assert "s|{kv_mount}|secret|g" in text  # the recipe by hand, as the template says it
+    assert "s|secret|secret|g" not in text
+    assert policy_is_ours(text)
+    assert not policy_is_ours(text.replace('["read"]', '["read", "list"]', 1))
 
 
 @pytest.mark.asyncio
@@ -208,9 +242,9 @@ def test_policy_templates_render_every_placeholder() -> None:
             settings,
             password_policy="pp",
         )
-        assert "{kv_mount}" not in text
-        assert "{root_path}" not in text
-        assert "{vnc_path}" not in text
+        assert "{kv_mount}" not in _rules(text)
+        assert "{root_path}" not in _rules(text)
+        assert "{vnc_path}" not in _rules(text)
     rotator = render_policy(
         directory.joinpath("rotator.hcl").read_text(encoding="utf-8"),
         settings,

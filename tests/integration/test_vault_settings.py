@@ -35,10 +35,10 @@ def test_from_env_reads_the_standard_variables() -> None:
 
 
 def test_bao_variables_are_a_fallback() -> None:
-    settings = VaultSettings.from_env({"BAO_ADDR": "http://127.0.0.1:1", "BAO_TOKEN": "t"})
-    assert (settings.addr, settings.token) == ("http://127.0.0.1:1", Secret("t"))
-    both = VaultSettings.from_env({"BAO_ADDR": "http://b", "VAULT_ADDR": "http://v"})
-    assert both.addr == "http://v"
+    settings = VaultSettings.from_env({"BAO_ADDR": "https://127.0.0.1:1", "BAO_TOKEN": "t"})
+    assert (settings.addr, settings.token) == ("https://127.0.0.1:1", Secret("t"))
+    both = VaultSettings.from_env({"BAO_ADDR": "https://b", "VAULT_ADDR": "https://v"})
+    assert both.addr == "https://v"
 
 
 def test_skip_verify_turns_verification_off_and_bad_values_are_refused() -> None:

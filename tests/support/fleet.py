@@ -100,6 +100,7 @@ class Fleet:
             },
             "vault": {
                 "addr": server.addr,
+                "allow_insecure_http": True,  # a loopback OpenBao dev server
                 "token_file": str(token_file),
                 "root_path": paths.root_path,
                 "vnc_path": paths.vnc_path,
@@ -163,10 +164,23 @@ class Fleet:
         assert process.returncode is not None
         return CliResult(process.returncode, out.decode(), err.decode())
 
+    async def start_cli_with_stderr(self, stderr: int, *args: str) -> asyncio.subprocess.Process:
+        """The CLI with its stderr on ``stderr`` (e.g. a pseudo-terminal, as a person sees it)."""
+        return await self.start_cli(*args, stderr=stderr)
+
     async def start_cli(
-        self, *args: str, env: Mapping[str, str] | None = None, config: Path | None = None
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        config: Path | None = None,
+        stderr: int = asyncio.subprocess.PIPE,
     ) -> asyncio.subprocess.Process:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        # Nothing from the developer's own Vault or Alibaba Cloud account leaks into a test.
+        environment = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VAULT_", "BAO_", "ALIBABA_CLOUD_", "ROTATOR_"))
+        }
         environment.update(env or {})
         return await asyncio.create_subprocess_exec(
             rotator_bin(),
@@ -175,7 +189,7 @@ class Fleet:
             str(config or self.config),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=stderr,
             env=environment,
         )
 

@@ -102,23 +102,26 @@ def sign(
     date: datetime | None = None,
     nonce: str | None = None,
     leave_unsigned: tuple[str, ...] = (),
+    endpoint: str | None = None,
 ) -> SignedCall:
     """Sign like our client (POST: form body) or like the official SDK (GET: query string).
 
-    ``leave_unsigned`` names headers sent but left out of SignedHeaders.
+    ``leave_unsigned`` names headers sent but left out of SignedHeaders; ``endpoint`` is another
+    base URL of the simulator (a region's own, ``sim.endpoints[region]``).
     """
     key_id = access_key_id or target.config.access_key_id
     secret = access_key_secret or target.config.access_key_secret
-    url = URL(target.base_url + "/")
+    base_url = endpoint or target.base_url
+    url = URL(base_url + "/")
     query: dict[str, str] = {}
     body = b""
     if method == "GET":
         query = dict(params)
-        url = URL(f"{target.base_url}/?{urlencode(query, quote_via=quote)}", encoded=True)
+        url = URL(f"{base_url}/?{urlencode(query, quote_via=quote)}", encoded=True)
     else:
         body = urlencode(params).encode()
     headers = {
-        "host": target.host_header,
+        "host": base_url.split("://", 1)[1],
         "x-acs-action": action,
         "x-acs-version": version,
         "x-acs-date": (date or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -43,6 +43,8 @@ class VaultPaths:
         """Token auth with the root token, paths under this test's prefix."""
         values: dict[str, object] = {
             "addr": server.addr,
+            # The dev server listens on plain http://127.0.0.1: allowed explicitly.
+            "allow_insecure_http": True,
             "token": server.root_token,
             "root_path": self.root_path,
             "vnc_path": self.vnc_path,

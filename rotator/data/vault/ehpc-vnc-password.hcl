@@ -1,4 +1,5 @@
-# Password policy "ehpc-vnc": what ModifyVisualServicePasswd accepts.
+# Password policy "ehpc-vnc" for passwords.rule = "current" (the default): what
+# ModifyVisualServicePasswd accepts today (legacy rule: ehpc-vnc-legacy-password.hcl).
 # Exactly 6 characters, ASCII letters and digits only, at least one letter and one digit.
 #   bao write sys/policies/password/ehpc-vnc policy=@ehpc-vnc-password.hcl
 #   bao read -field=password sys/policies/password/ehpc-vnc/generate

@@ -36,6 +36,17 @@ path "{kv_mount}/data/{runs_path}/*" {
   capabilities = ["create", "read", "update"]
 }
 
+# Check-out leases: one record per cluster, check-and-set writes by rotator only.
+path "{kv_mount}/data/{leases_path}/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "{kv_mount}/metadata/{leases_path}" {
+  capabilities = ["list"]
+}
+path "{kv_mount}/metadata/{leases_path}/*" {
+  capabilities = ["list"]
+}
+
 # New passwords from the password policy (generate is a GET, hence "read").
 path "sys/policies/password/{password_policy}/generate" {
   capabilities = ["read"]

@@ -1,0 +1,83 @@
+"""The due decision shared by ``rotate`` and ``plan`` (issue 10 §1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rotator.engine.due import decide
+from rotator.engine.rotation import Target
+from rotator.secret import Secret
+from rotator.vault.store import VncState
+
+NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+DAY = 86400.0
+TARGET = Target("ehpc-hz-1", "cn-hangzhou")
+
+
+def _state(
+    *,
+    rotated_days_ago: float | None = 1,
+    next_in_days: float | None = 29,
+    status: str = "rotated",
+    pending: bool = False,
+    **meta: str,
+) -> VncState:
+    custom = {"status": status, **meta}
+    rotated = NOW - timedelta(days=rotated_days_ago) if rotated_days_ago is not None else None
+    if next_in_days is not None:
+        custom["next_rotation_at"] = (NOW + timedelta(days=next_in_days)).isoformat()
+    return VncState(
+        cluster_id=TARGET.cluster_id,
+        version=3,
+        password=Secret("Ab12cd") if rotated else None,
+        pending_password=Secret("Zz98yy") if pending else None,
+        rotated_at=rotated,
+        custom_metadata=custom,
+    )
+
+
+def _decide(
+    state: VncState, *, force: bool = False, target: Target = TARGET
+) -> tuple[bool, str | None]:
+    decision = decide(target, state, now=NOW, default_period=30 * DAY, force=force)
+    return decision.rotate, decision.code
+
+
+def test_a_recently_rotated_cluster_is_not_due() -> None:
+    assert _decide(_state()) == (False, "NotDue")
+
+
+def test_force_rotates_a_cluster_that_is_not_due() -> None:
+    assert _decide(_state(), force=True) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("state", "why"),
+    [
+        (VncState(cluster_id="ehpc-hz-1"), "never rotated"),
+        (_state(next_in_days=-1), "past next_rotation_at"),
+        (_state(pending=True), "a pending password"),
+        (_state(status="failed", last_error_code="IncorrectCredential"), "left failed"),
+        (_state(status="pending"), "left pending"),
+        (_state(rotated_days_ago=31, next_in_days=None), "past its period, no due time"),
+        (_state(rotated_days_ago=8, rotation_period="7d"), "period shortened to 7d"),
+    ],
+)
+def test_due_clusters_rotate(state: VncState, why: str) -> None:
+    assert _decide(state) == (True, None), why
+
+
+def test_a_cluster_that_is_not_running_is_skipped_even_when_forced() -> None:
+    stopped = Target("ehpc-hz-1", "cn-hangzhou", status="stopped")
+    assert _decide(_state(next_in_days=-1), target=stopped, force=True) == (
+        False,
+        "ClusterNotRunning",
+    )
+
+
+def test_the_reason_names_the_due_time() -> None:
+    decision = decide(TARGET, _state(), now=NOW, default_period=30 * DAY)
+    assert decision.action == "skip"
+    assert decision.reason == "not due until 2026-12-30 02:00Z"
