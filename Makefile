@@ -32,8 +32,10 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# make bench BENCH_ARGS="--quick" (or any flag of python -m bench.run --help)
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

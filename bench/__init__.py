@@ -1,10 +1,11 @@
 """``make bench``: rotator against what a user would write today, on one machine, in one run.
 
-    python -m bench.run                 # 2,000 clusters, about 2.5 minutes on 2 cores
+    python -m bench.run                 # 1,000 clusters and the quota case: about 4-5 minutes
     python -m bench.run --quick         # a smoke test
 
 The orchestrator (:mod:`bench.run`) starts a TLS OpenBao dev server and the TLS simulator as
-subprocesses, then runs every contender in a fresh subprocess of its own (``python -m
-bench.contender_rotator`` / ``bench.contender_sdk``) so that CPU time and peak RSS are the
-contender's alone. Each contender prints one JSON result line; the orchestrator prints ratios.
+subprocesses, then runs every contender in a fresh subprocess of its own: rotator through its
+public CLI (``rotator rotate --all --config FILE``, :mod:`bench.contender_rotator` writes the
+file), the SDK scripts as ``python -m bench.contender_sdk``. :mod:`bench.procs` measures each
+from outside over the window of its work; :mod:`bench.report` prints ratios from the one run.
 """

@@ -1,120 +1,141 @@
-"""Contender: rotator itself, end to end (inventory from Vault, then ``Runtime.rotate``).
+"""Contender: rotator itself, through its public CLI and a config file, as a user runs it.
 
-    python -m bench.contender_rotator SPEC.json      # prints one bench_result JSON line
+    config = RotatorConfig(...).write(workdir / "rotator.toml")
+    argv = rotate_argv(config, report=workdir / "report.json")
+    outcome = read_report(workdir / "report.json")
 
-Runs in a process of its own so its CPU time and peak RSS are rotator's alone. Logs go to
-stderr as JSON lines, as in a real ``rotator rotate`` run that is not on a terminal.
+``rotator rotate --all`` reads its inventory from Vault, logs ``run_started`` when the inventory
+is resolved and ``run_finished`` when the batch is done: the bench measures the rotation between
+the two, and start-up plus inventory apart. Nothing here imports rotator, so rotator's internals
+can change under the bench.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
+import os
 import sys
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.measure import LagProbe, Meter, peak_rss_mb
-from bench.spec import Result, Spec
-from rotator.config import (
-    CredentialsSettings,
-    EhpcSettings,
-    InventorySettings,
-    RotationSettings,
-    Settings,
-    VaultConfig,
-)
-from rotator.engine.inventory import Selection, resolve_targets
-from rotator.engine.report import Outcome
-from rotator.engine.runtime import new_run_id, open_runtime
-from rotator.logs import configure_logging
+__all__ = ["RUN_FINISHED", "RUN_STARTED", "Outcome", "RotatorConfig", "read_report", "rotate_argv"]
 
-__all__ = ["main", "settings_for"]
+RUN_STARTED = "run_started"
+RUN_FINISHED = "run_finished"
 
 
-def settings_for(spec: Spec) -> Settings:
-    return Settings(
-        ehpc=EhpcSettings(
-            regions=list(spec.regions),
-            endpoint=spec.sim_base_url,
-            ca_bundle=spec.sim_ca,
-            rate_limit=spec.rate_limit,
-            request_timeout=15.0,
-            max_connections=max(100, spec.concurrency),
-        ),
-        credentials=CredentialsSettings(
-            source="static",
-            access_key_id=spec.access_key_id,
-            access_key_secret_file=spec.access_key_secret_file,
-        ),
-        vault=VaultConfig(
-            addr=spec.vault_addr,
-            ca_cert=spec.vault_ca,
-            token_file=spec.vault_token_file,
-            root_path=spec.root_path,
-            vnc_path=spec.vnc_path,
-            runs_path=spec.runs_path,
-            max_workers=spec.vault_workers,
-        ),
-        rotation=RotationSettings(concurrency=spec.concurrency),
-        inventory=InventorySettings(source="vault"),
-        source="bench",
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+@dataclass(frozen=True, slots=True)
+class RotatorConfig:
+    """The keys of config/rotator.example.toml the bench sets; secrets are file paths only."""
+
+    vault_addr: str
+    vault_ca: str
+    vault_token_file: str
+    sim_base_url: str
+    sim_ca: str
+    access_key_id: str
+    access_key_secret_file: str
+    regions: tuple[str, ...]
+    root_path: str
+    vnc_path: str
+    runs_path: str
+    rate_limit: str = "100000/1s"
+    concurrency: int = 64
+    vault_workers: int = 16
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        return {
+            "ehpc": {
+                "regions": list(self.regions),
+                "endpoint": self.sim_base_url,
+                "ca_bundle": self.sim_ca,
+                "rate_limit": self.rate_limit,
+                "request_timeout": "15s",
+                "max_connections": max(100, self.concurrency),
+            },
+            "credentials": {
+                "source": "static",
+                "access_key_id": self.access_key_id,
+                "access_key_secret_file": self.access_key_secret_file,
+            },
+            "vault": {
+                "addr": self.vault_addr,
+                "ca_cert": self.vault_ca,
+                "auth_method": "token",
+                "token_file": self.vault_token_file,
+                "root_path": self.root_path,
+                "vnc_path": self.vnc_path,
+                "runs_path": self.runs_path,
+                "max_workers": self.vault_workers,
+            },
+            "rotation": {"concurrency": self.concurrency},
+            "inventory": {"source": "vault"},
+            # The defaults, written out: per-cluster lines at info, JSON unless on a terminal.
+            "logging": {"level": "info", "format": "auto"},
+        }
+
+    def write(self, path: Path) -> Path:
+        lines: list[str] = []
+        for section, values in self.sections().items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+            lines.append("")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines))
+        return path
+
+
+def rotate_argv(config: Path, *, report: Path) -> list[str]:
+    """``rotator rotate --all``: the installed console script, else its entry point."""
+    script = Path(sys.executable).parent / "rotator"
+    head = (
+        [str(script)]
+        if script.is_file()
+        else [sys.executable, "-c", "import sys; from rotator.cli import main; sys.exit(main())"]
     )
+    return [*head, "rotate", "--config", str(config), "--all", "--report", str(report)]
 
 
-def _counting(call: Callable[..., Awaitable[Any]], counter: list[int]) -> Callable[..., Any]:
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
-        return await call(*args, **kwargs)
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one run did, from its JSON summary."""
 
-    return counted
+    total: int
+    rotated: int
+    codes: dict[str, int]
+    """Every cluster not rotated, by outcome and code (``skipped:InvalidClusterStatus``)."""
+
+    @property
+    def other(self) -> int:
+        return self.total - self.rotated
 
 
-async def run(spec: Spec) -> Result:
-    result = Result(name=spec.name, clusters=0)
-    vault_ops = [0]
-    probe = LagProbe()
-    async with probe.running():
-        with Meter() as meter:
-            t0 = time.perf_counter()
-            async with open_runtime(settings_for(spec)) as runtime:
-                # Instrumentation only: count every Vault HTTP request the engine makes.
-                setattr(runtime.vault, "request", _counting(runtime.vault.request, vault_ops))  # noqa: B010
-                t1 = time.perf_counter()
-                targets = await resolve_targets(runtime, Selection(all=True))
-                t2 = time.perf_counter()
-                summary = await runtime.rotate(targets, run_id=new_run_id())
-                t3 = time.perf_counter()
-    result.clusters = len(targets)
-    result.phases = {"setup": t1 - t0, "inventory": t2 - t1, "rotate": t3 - t2}
+def read_report(path: Path) -> Outcome | None:
+    """The summary ``--report`` wrote; None if there is none (the run died)."""
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
     codes: Counter[str] = Counter()
-    for outcome in summary.outcomes:
-        if outcome.outcome is Outcome.ROTATED:
-            result.ok += 1
-        else:
-            result.failed += 1
-            codes[f"{outcome.outcome.value}:{outcome.code}"] += 1
-    result.codes = dict(codes)
-    result.wall_s = meter.wall_s
-    result.cpu_s = meter.cpu_s
-    result.started_at = meter.started_at
-    result.finished_at = meter.finished_at
-    result.peak_rss_mb = peak_rss_mb()
-    result.lag_max_ms = probe.worst_ms
-    result.lag_p99_ms = probe.p99_ms
-    result.vault_ops = vault_ops[0]
-    return result
-
-
-def main() -> int:
-    spec = Spec.load(Path(sys.argv[1]))
-    configure_logging(level="info", fmt="json", stream=sys.stderr)
-    result = asyncio.run(run(spec))
-    print(result.to_json_line(), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    for cluster in data.get("clusters", []):
+        if cluster.get("outcome") != "rotated":
+            codes[f"{cluster.get('outcome')}:{cluster.get('code')}"] += 1
+    counts = data.get("counts", {})
+    return Outcome(
+        total=int(data.get("total", sum(counts.values()))),
+        rotated=int(counts.get("rotated", 0)),
+        codes=dict(codes),
+    )

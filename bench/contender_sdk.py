@@ -7,7 +7,13 @@ most scripts do), call ``modify_visual_service_passwd_with_options_async`` of th
 E-HPC SDK, store the new password with hvac. ``gather``: the same per cluster, but all clusters
 under ``asyncio.gather`` with a semaphore of rotator's concurrency and the hvac calls in
 ``asyncio.to_thread``. The SDK trusts the simulator's CA through ``RuntimeOptions(ca=...)``,
-hvac OpenBao's through ``verify=<ca>``.
+hvac OpenBao's through ``verify=<ca>``. Which CA store the SDK's per-call
+``ssl.create_default_context()`` loads besides is the orchestrator's choice (``SSL_CERT_FILE``).
+
+Any exception of one cluster (the SDK's ``UnretryableException`` on a connect timeout, a Vault
+error) is that cluster's failure, counted by exception name; the run goes on. The measured
+window is marked on stderr (:data:`bench.spec.MARK_START`, :data:`bench.spec.MARK_END`) so the
+orchestrator measures every contender's CPU the same way, from outside.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from alibabacloud_tea_openapi.models import Config
 from alibabacloud_tea_util.models import RuntimeOptions
 
 from bench.measure import LagProbe, Meter, peak_rss_mb
-from bench.spec import Result, Spec
+from bench.spec import MARK_END, MARK_START, Result, Spec
 
-__all__ = ["main", "new_password"]
+__all__ = ["Baseline", "main", "new_password"]
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -46,6 +52,13 @@ def new_password() -> str:
 
 def _read(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
+
+
+def _failure_code(exc: Exception) -> str:
+    """The API's code when the SDK has one, else the exception's name (never its text)."""
+    if isinstance(exc, AlibabaCloudException) and exc.code:
+        return str(exc.code)
+    return type(exc).__name__
 
 
 class Baseline:
@@ -99,23 +112,23 @@ class Baseline:
         return str(response.body.request_id)
 
     async def one_blocking(self, cluster_id: str) -> str | None:
-        user, root = self.read_root(cluster_id)
-        password = new_password()
         try:
+            user, root = self.read_root(cluster_id)
+            password = new_password()
             request_id = await self.change(cluster_id, user, root, password)
-        except AlibabaCloudException as exc:
-            return str(exc.code)
-        self.store(cluster_id, password, request_id)
+            self.store(cluster_id, password, request_id)
+        except Exception as exc:  # any failure is this cluster's, counted by name
+            return _failure_code(exc)
         return None
 
     async def one_threaded(self, cluster_id: str) -> str | None:
-        user, root = await asyncio.to_thread(self.read_root, cluster_id)
-        password = new_password()
         try:
+            user, root = await asyncio.to_thread(self.read_root, cluster_id)
+            password = new_password()
             request_id = await self.change(cluster_id, user, root, password)
-        except AlibabaCloudException as exc:
-            return str(exc.code)
-        await asyncio.to_thread(self.store, cluster_id, password, request_id)
+            await asyncio.to_thread(self.store, cluster_id, password, request_id)
+        except Exception as exc:  # any failure is this cluster's, counted by name
+            return _failure_code(exc)
         return None
 
     async def run(self) -> list[str | None]:
@@ -131,13 +144,19 @@ class Baseline:
         return list(await asyncio.gather(*(bounded(c) for c in ids)))
 
 
+def _mark(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 async def run(spec: Spec) -> Result:
     probe = LagProbe()
     async with probe.running():
+        _mark(MARK_START)
         with Meter() as meter:
             baseline = Baseline(spec)
             codes = await baseline.run()
             baseline.vault.adapter.close()
+        _mark(MARK_END)
     tally = Counter(code for code in codes if code is not None)
     failed = sum(tally.values())
     return Result(

@@ -1,6 +1,9 @@
-"""The bench's numbers, and the table that prints them as ratios from one run.
+"""The bench's numbers, and the text that prints them as ratios from one run.
 
 print(render(report))
+
+Every contender is measured the same way (bench/procs.py): over the window of its work, from
+outside. A contender that died is a row with its error, and the rest still prints.
 """
 
 from __future__ import annotations
@@ -10,181 +13,425 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.procs import Span
+from bench.quota import QuotaCheck
 from bench.ratecheck import RateCheck
-from bench.spec import Result
 
-__all__ = ["TARGETS", "Measured", "Report", "render"]
+__all__ = ["TARGETS", "Contender", "Report", "render"]
 
 TARGETS = {
-    "rotations_per_s": 200.0,
+    "cpu_vs_one_cert_sdk": 0.5,
+    "vault_requests_per_rotation": 4.0,
+    "tty_over_plain_cpu": 1.10,
+    "binding_over_free_cpu": 1.10,
+    "quota_utilisation": 0.97,
     "limit_fraction": 0.95,
     "rss_mb_at_10k": 150.0,
 }
 
 
 @dataclass(slots=True)
-class Measured:
-    result: Result
-    sim_cpu_s: float
-    """CPU the simulator spent while this contender ran."""
-    vault_cpu_s: float
-    """CPU OpenBao spent while this contender ran."""
-    outside_s: float
-    """Wall time of the whole subprocess, interpreter start and imports included."""
+class Contender:
+    """One contender's run: counts, and spans of what it did."""
 
-    def per_rotation_ms(self, seconds: float) -> float:
-        done = self.result.done
-        return 1000.0 * seconds / done if done else 0.0
+    label: str
+    clusters: int
+    """Clusters it was given."""
+    done: int = 0
+    rotated: int = 0
+    codes: dict[str, int] = field(default_factory=dict)
+    work: Span | None = None
+    """The measured work: rotator from ``run_started`` to ``run_finished``, the SDK scripts
+    from creating their clients to closing them."""
+    before: Span | None = None
+    """Start-up and inventory (rotator), interpreter start and imports (SDK)."""
+    after: Span | None = None
+    """After the work: the run summary written to Vault, clients closed, exit."""
+    whole: Span | None = None
+    """The whole process, launch to exit."""
+    peak_rss_mb: float = 0.0
+    lag_max_ms: float | None = None
+    error: str | None = None
+    log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.work is not None and self.done > 0
+
+    @property
+    def per_second(self) -> float:
+        return self.done / self.work.wall_s if self.work and self.work.wall_s else 0.0
+
+    def per_rotation(self, get: Callable[[Span], float | int | None]) -> float | None:
+        if self.work is None or not self.done:
+            return None
+        value = get(self.work)
+        return None if value is None else value / self.done
+
+    @property
+    def cpu_ms(self) -> float | None:
+        value = self.per_rotation(lambda s: s.client_cpu_s)
+        return None if value is None else 1000.0 * value
+
+    @property
+    def vault_requests(self) -> float | None:
+        return self.per_rotation(lambda s: s.vault_requests)
+
+    @property
+    def vault_requests_whole(self) -> float | None:
+        """Every request of the process (rotator's inventory included) per rotation."""
+        if self.whole is None or self.whole.vault_requests is None or not self.done:
+            return None
+        return self.whole.vault_requests / self.done
+
+    @property
+    def vault_cpu_ms(self) -> float | None:
+        value = self.per_rotation(lambda s: s.vault_cpu_s)
+        return None if value is None else 1000.0 * value
+
+    @property
+    def sim_cpu_ms(self) -> float | None:
+        value = self.per_rotation(lambda s: s.sim_cpu_s)
+        return None if value is None else 1000.0 * value
 
 
 @dataclass(slots=True)
 class Report:
     plan: dict[str, Any]
-    rotator: Measured | None = None
-    sdk_loop: Measured | None = None
-    sdk_gather: Measured | None = None
-    limited: Measured | None = None
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    cpus: int = 0
+    contenders: dict[str, Contender] = field(default_factory=dict)
+    """Unthrottled: ``rotator``, ``sdk_system_ca``, ``sdk_one_cert``, ``sdk_loop``."""
+    tty: Contender | None = None
+    limited: Contender | None = None
     rate: RateCheck | None = None
-    big: Measured | None = None
+    rate_choice: str = ""
+    quota_run: Contender | None = None
+    quota: QuotaCheck | None = None
+    quota_note: str = ""
+    big: Contender | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.rate is not None:
             data["rate"]["aggregate_fraction"] = self.rate.aggregate_fraction
-            data["rate"]["region_fraction"] = self.rate.region_fraction
             data["rate"]["max_in_a_second"] = self.rate.max_in_a_second
+        if self.quota is not None:
+            data["quota"]["utilisation"] = self.quota.utilisation
+            data["quota"]["max_in_window"] = self.quota.max_in_window
         return data
 
 
-def _ratio(ours: float, theirs: float) -> str:
-    return f"{ours / theirs:.2f}x" if theirs else "n/a"
+def _num(value: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
-def _rows(columns: list[tuple[str, Measured]]) -> list[str]:
-    metrics: list[tuple[str, Any]] = [
-        ("clusters", lambda m: f"{m.result.done}"),
-        ("rotated / skipped or failed", lambda m: f"{m.result.ok} / {m.result.failed}"),
-        ("wall time, s", lambda m: f"{m.result.wall_s:.1f}"),
-        ("rotations/s", lambda m: f"{m.result.per_second:.1f}"),
-        ("client CPU per rotation, ms", lambda m: f"{m.result.cpu_ms_per_rotation:.2f}"),
-        ("peak RSS, MB", lambda m: f"{m.result.peak_rss_mb:.0f}"),
-        ("worst event-loop lag, ms", lambda m: f"{m.result.lag_max_ms:.1f}"),
-        ("p99 event-loop lag, ms", lambda m: f"{m.result.lag_p99_ms:.1f}"),
-        (
-            "Vault requests per rotation",
-            lambda m: f"{m.result.vault_ops / m.result.done:.1f}" if m.result.done else "-",
-        ),
-        ("simulator CPU per rotation, ms", lambda m: f"{m.per_rotation_ms(m.sim_cpu_s):.2f}"),
-        ("OpenBao CPU per rotation, ms", lambda m: f"{m.per_rotation_ms(m.vault_cpu_s):.2f}"),
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or not theirs:
+        return None
+    return ours / theirs
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _table(columns: list[Contender]) -> list[str]:
+    metrics: list[tuple[str, Callable[[Contender], str]]] = [
+        ("clusters", lambda c: f"{c.done}"),
+        ("rotated / not (skipped, failed)", lambda c: f"{c.rotated} / {c.done - c.rotated}"),
+        ("wall time of the work, s", lambda c: _num(c.work.wall_s if c.work else None, "{:.1f}")),
+        ("rotations/s", lambda c: _num(c.per_second, "{:.1f}")),
+        ("client CPU per rotation, ms", lambda c: _num(c.cpu_ms)),
+        ("peak RSS, MB", lambda c: _num(c.peak_rss_mb, "{:.0f}")),
+        ("Vault requests per rotation", lambda c: _num(c.vault_requests)),
+        ("  same, whole process", lambda c: _num(c.vault_requests_whole)),
+        ("OpenBao CPU per rotation, ms", lambda c: _num(c.vault_cpu_ms)),
+        ("simulator CPU per rotation, ms", lambda c: _num(c.sim_cpu_ms)),
+        ("worst event-loop lag, ms", lambda c: _num(c.lag_max_ms, "{:.0f}")),
     ]
-    width = 32
-    lines = ["".ljust(width) + "".join(name.rjust(14) for name, _ in columns)]
+    width, cell = 34, 18
+    lines = ["".ljust(width) + "".join(c.label.rjust(cell) for c in columns)]
     for label, value in metrics:
-        lines.append(label.ljust(width) + "".join(value(m).rjust(14) for _, m in columns))
+        lines.append(
+            label.ljust(width)
+            + "".join((value(c) if c.ok else "died").rjust(cell) for c in columns)
+        )
     return lines
 
 
-def render(report: Report) -> str:
+def _span_line(name: str, span: Span | None) -> str:
+    if span is None:
+        return f"  {name}: -"
+    requests = "-" if span.vault_requests is None else str(span.vault_requests)
+    return (
+        f"  {name:<28} {span.wall_s:6.2f} s wall, {span.client_cpu_s:6.2f} s CPU, "
+        f"{requests} Vault requests"
+    )
+
+
+def _header(report: Report) -> list[str]:
     plan = report.plan
-    out = [
+    before = ", ".join(f"{x:.1f}" for x in report.load_before)
+    after = ", ".join(f"{x:.1f}" for x in report.load_after)
+    return [
         "",
-        f"rotator bench: {plan['clusters']} clusters over 3 regions; simulator over TLS with "
-        f"{plan['latency_ms']:g} ms latency; OpenBao dev over TLS; certificates verified on "
-        "every side.",
-        "Each contender ran in its own process; 1 in 20 simulated clusters is not running "
-        "(one API call, then skipped), the same for every contender.",
+        f"rotator bench: {plan['clusters']} clusters over {len(plan['regions'])} regions for "
+        f"every contender; simulator over TLS with {plan['latency_ms']:g} ms latency; OpenBao "
+        "dev over TLS; certificates verified on every side.",
+        f"machine: {report.cpus} CPUs; load average (1, 5, 15 min) {before} before, {after} "
+        "after: other processes competed for the CPU, so absolute numbers are pessimistic; "
+        "ratios come from one run.",
+        "Each contender ran in its own process, measured from outside over the window of its "
+        "work (rotator: run_started..run_finished, after start-up and inventory; the SDK "
+        "scripts: clients created..closed). 1 in 20 simulated clusters is not running (one API "
+        "call, then skipped), the same for every contender.",
         "",
     ]
-    columns = [
-        (name, m)
-        for name, m in (
-            ("rotator", report.rotator),
-            ("SDK loop", report.sdk_loop),
-            ("SDK gather", report.sdk_gather),
-        )
-        if m is not None
-    ]
-    out += _rows(columns)
-    rotator, loop, gather = report.rotator, report.sdk_loop, report.sdk_gather
-    if rotator is not None:
-        phases = ", ".join(f"{k} {v:.2f} s" for k, v in rotator.result.phases.items())
-        out.append(f"rotator's wall time by phase: {phases}")
-    if rotator is not None and len(columns) > 1:
-        out.append("")
-        out.append("ratios (rotator / baseline, same run):")
-        ratios: list[tuple[str, Callable[[Measured], float], str]] = [
-            ("rotations/s", lambda m: m.result.per_second, "higher is better"),
-            ("client CPU per rotation", lambda m: m.result.cpu_ms_per_rotation, "lower"),
-            ("peak RSS", lambda m: m.result.peak_rss_mb, "lower"),
-            ("worst event-loop lag", lambda m: m.result.lag_max_ms, "lower"),
-        ]
-        for label, get, better in ratios:
-            parts = [
-                f"{_ratio(get(rotator), get(m))} {name}" for name, m in columns if m is not rotator
-            ]
-            out.append(f"  {label:<26} = {', '.join(parts)}   ({better})")
-        if loop is not None:
-            per = loop.result.wall_s / loop.result.done if loop.result.done else 0.0
-            out.append(
-                f"  (SDK loop measured over {loop.result.done} clusters, SDK gather over "
-                f"{gather.result.done if gather else 0}; per-rotation numbers carry over: the "
-                f"loop would take ~{per * plan['clusters']:.0f} s for all {plan['clusters']}, "
-                f"rotator took {rotator.result.wall_s:.0f} s)"
-            )
-    rate = report.rate
-    if rate is not None:
-        out += ["", f"binding rate limit: {rate.limit}/1s per region (rotator, ehpc.rate_limit)"]
-        out.append(
-            "  region          calls  active (s from start)  full s  mean/s (full s)  "
-            "max in a second"
-        )
-        for r in rate.regions:
-            window = f"{r.first_second - rate.run_start}..{r.last_second - rate.run_start}"
-            out.append(
-                f"  {r.region:<14}{r.calls:>7}{window:>23}{r.full_seconds:>8}"
-                f"{r.mean_per_second:>17.1f}{r.max_in_a_second:>17}"
-            )
-        out.append(
-            f"  whole run: {rate.aggregate_per_second:.1f}/s over {rate.aggregate_full_seconds} "
-            f"full seconds = {rate.aggregate_fraction:.2f} of {rate.limit * len(rate.regions)}/s "
-            f"allowed; each region while it was being rotated: {rate.region_fraction:.2f} of "
-            f"{rate.limit}/s"
-        )
-    big = report.big
-    if big is not None:
+
+
+_COLUMNS = ("rotator", "sdk_system_ca", "sdk_one_cert", "sdk_loop")
+
+
+def _unthrottled(report: Report) -> list[str]:
+    # A fixed order of columns, whatever order the contenders ran in.
+    columns = [report.contenders[k] for k in _COLUMNS if k in report.contenders]
+    if not columns:
+        return []
+    out = ["unthrottled (rate limit far above what anything reaches):", *_table(columns)]
+    rotator = report.contenders.get("rotator")
+    if rotator is not None and rotator.ok:
         out += [
             "",
-            f"at {big.result.done} clusters (0-5 ms latency): rotator peak RSS "
-            f"{big.result.peak_rss_mb:.0f} MB, {big.result.per_second:.0f} rotations/s, "
-            f"{big.result.cpu_ms_per_rotation:.2f} ms CPU per rotation",
+            "rotator's own phases:",
+            _span_line("start-up + inventory", rotator.before),
+            _span_line("rotation (the measured work)", rotator.work),
+            _span_line("summary to Vault + exit", rotator.after),
         ]
-    out += ["", "targets (issue 4):"]
-    if rotator is not None:
-        value = rotator.result.per_second
+        others = [c for c in columns if c is not rotator and c.ok]
+        if others:
+            out += ["", "ratios, rotator / each (same run):"]
+            ratios: list[tuple[str, Callable[[Contender], float | None], str]] = [
+                ("rotations/s", lambda c: c.per_second, "higher is better"),
+                ("client CPU per rotation", lambda c: c.cpu_ms, "lower is better"),
+                (
+                    "Vault requests per rotation",
+                    lambda c: c.vault_requests_whole,
+                    "lower is better",
+                ),
+                ("OpenBao CPU per rotation", lambda c: c.vault_cpu_ms, "lower is better"),
+                ("peak RSS", lambda c: c.peak_rss_mb, "lower is better"),
+            ]
+            for label, get, better in ratios:
+                parts = [f"{_num(_ratio(get(rotator), get(c)))}x vs {c.label}" for c in others]
+                out.append(f"  {label:<28} {', '.join(parts)}   ({better})")
+    return out
+
+
+def _tty(report: Report) -> list[str]:
+    plain, tty = report.contenders.get("rotator"), report.tty
+    if tty is None:
+        return []
+    if not tty.ok or plain is None or not plain.ok:
+        return ["", f"terminal run: {tty.error or 'no plain run to compare with'}"]
+    return [
+        "",
+        "on a terminal (pseudo-terminal, progress bar, console logs) vs plain (pipes, JSON logs):",
+        f"  rotations/s {tty.per_second:.1f} vs {plain.per_second:.1f}: "
+        f"{_num(_ratio(tty.per_second, plain.per_second))}x; client CPU per rotation "
+        f"{_num(tty.cpu_ms)} vs {_num(plain.cpu_ms)} ms: {_num(_ratio(tty.cpu_ms, plain.cpu_ms))}x",
+    ]
+
+
+def _rate(report: Report) -> list[str]:
+    rate, limited = report.rate, report.limited
+    if limited is not None and not limited.ok:
+        return ["", f"binding rate limit: the run died: {limited.error}"]
+    if rate is None or limited is None:
+        return []
+    out = [
+        "",
+        f"binding rate limit: {rate.limit}/1s per region ({report.rate_choice})",
+        "  region          calls  active (s from start)  full s  mean/s (full s)  max in a second",
+    ]
+    for r in rate.regions:
+        window = f"{r.first_second - rate.run_start}..{r.last_second - rate.run_start}"
         out.append(
-            f"  >= {TARGETS['rotations_per_s']:.0f} rotations/s unthrottled, end to end"
-            f"{value:>14.1f}/s  {_verdict(value >= TARGETS['rotations_per_s'])}"
+            f"  {r.region:<14}{r.calls:>7}{window:>23}{r.full_seconds:>8}"
+            f"{r.mean_per_second:>17.1f}{r.max_in_a_second:>17}"
         )
-    if rate is not None:
-        fraction = rate.aggregate_fraction
+    out.append(
+        f"  whole run: {rate.aggregate_per_second:.1f}/s over {rate.aggregate_full_seconds} full "
+        f"seconds = {rate.aggregate_fraction:.2f} of {rate.limit * len(rate.regions)}/s allowed"
+    )
+    free = report.contenders.get("rotator")
+    if free is not None and free.ok:
         out.append(
-            f"  >= {TARGETS['limit_fraction']} of a binding limit (whole run)"
-            f"{fraction:>17.2f}  {_verdict(fraction >= TARGETS['limit_fraction'])}"
+            f"  client CPU per rotation at the binding limit {_num(limited.cpu_ms)} ms vs "
+            f"{_num(free.cpu_ms)} ms unthrottled: {_num(_ratio(limited.cpu_ms, free.cpu_ms))}x"
         )
+    return out
+
+
+def _quota(report: Report) -> list[str]:
+    run, check = report.quota_run, report.quota
+    if run is not None and not run.ok:
+        return ["", f"quota case: the run died: {run.error}"]
+    if check is None or run is None:
+        return [] if not report.quota_note else ["", f"quota case: {report.quota_note}"]
+    out = [
+        "",
+        f"quota case: {check.quota} per region at rotator (ehpc.rate_limit); {report.quota_note}",
+        "  region          calls  active s  busiest full window  max in any window  over quota"
+        "  max in a second",
+    ]
+    for r in check.regions:
+        busiest = "-" if r.busiest_full_window is None else str(r.busiest_full_window)
         out.append(
-            f"  never above the limit in any second       max {rate.max_in_a_second}/"
-            f"{rate.limit}  {_verdict(rate.never_above)}"
+            f"  {r.region:<14}{r.calls:>7}{r.active_s:>10}{busiest:>21}{r.max_in_window:>19}"
+            f"{r.over_quota_windows:>12}{r.max_in_a_second:>17}"
         )
-    if big is not None:
-        rss = big.result.peak_rss_mb
-        out.append(
-            f"  peak RSS < {TARGETS['rss_mb_at_10k']:.0f} MB at {big.result.done} clusters"
-            f"{rss:>16.0f} MB  {_verdict(rss < TARGETS['rss_mb_at_10k'])}"
+    took = _num(run.work.wall_s if run.work else None, "{:.0f}")
+    out.append(
+        f"  utilisation {_num(check.utilisation)} of {check.quota}; Throttling answers "
+        f"{check.throttled}; rotated {run.rotated} of {run.done} in {took} s"
+    )
+    return out
+
+
+def _big(report: Report) -> list[str]:
+    big = report.big
+    if big is None:
+        return []
+    if not big.ok:
+        return ["", f"RSS check: the run died: {big.error}"]
+    return [
+        "",
+        f"at {big.done} clusters (0-5 ms latency): rotator peak RSS {big.peak_rss_mb:.0f} MB, "
+        f"{big.per_second:.0f} rotations/s, {_num(big.cpu_ms)} ms CPU per rotation",
+    ]
+
+
+def _targets(report: Report) -> list[str]:
+    rotator = report.contenders.get("rotator")
+    one_cert = report.contenders.get("sdk_one_cert")
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def alive(c: Contender | None) -> Contender | None:
+        return c if c is not None and c.ok else None
+
+    r, o = alive(rotator), alive(one_cert)
+    cpu_ratio = _ratio(r.cpu_ms, o.cpu_ms) if r and o else None
+    rows.append(
+        (
+            f"client CPU per rotation <= {TARGETS['cpu_vs_one_cert_sdk']}x the one-cert SDK's",
+            _times(cpu_ratio),
+            None if cpu_ratio is None else cpu_ratio <= TARGETS["cpu_vs_one_cert_sdk"],
         )
+    )
+    requests = r.vault_requests_whole if r else None
+    rows.append(
+        (
+            f"Vault requests per rotation <= {TARGETS['vault_requests_per_rotation']:g} "
+            "(whole run, inventory included)",
+            _num(requests),
+            None if requests is None else requests <= TARGETS["vault_requests_per_rotation"],
+        )
+    )
+    t = alive(report.tty)
+    tty_ratio = _ratio(t.cpu_ms, r.cpu_ms) if t and r else None
+    rows.append(
+        (
+            "terminal run's CPU per rotation at most 10% above a plain run's",
+            _times(tty_ratio),
+            None if tty_ratio is None else tty_ratio <= TARGETS["tty_over_plain_cpu"],
+        )
+    )
+    lim = alive(report.limited)
+    bind_ratio = _ratio(lim.cpu_ms, r.cpu_ms) if lim and r else None
+    rows.append(
+        (
+            "CPU per rotation at a binding limit at most 10% above unthrottled",
+            _times(bind_ratio),
+            None if bind_ratio is None else bind_ratio <= TARGETS["binding_over_free_cpu"],
+        )
+    )
+    quota = report.quota if alive(report.quota_run) else None
+    use = quota.utilisation if quota else None
+    rows.append(
+        (
+            f"quota use >= {TARGETS['quota_utilisation']} at a per-minute quota, 0 Throttling, "
+            "no window over",
+            f"{_num(use)}, {quota.throttled if quota else '-'}, "
+            f"{quota.over_quota_windows if quota else '-'}",
+            None
+            if quota is None or use is None
+            else use >= TARGETS["quota_utilisation"]
+            and quota.throttled == 0
+            and quota.over_quota_windows == 0,
+        )
+    )
+    rate = report.rate if lim else None
+    rows.append(
+        (
+            f">= {TARGETS['limit_fraction']} of a binding limit, never above it in any second",
+            f"{_num(rate.aggregate_fraction)}, max {rate.max_in_a_second}/{rate.limit}"
+            if rate
+            else "-",
+            None
+            if rate is None
+            else rate.aggregate_fraction >= TARGETS["limit_fraction"] and rate.never_above,
+        )
+    )
+    big = alive(report.big)
+    rows.append(
+        (
+            f"peak RSS < {TARGETS['rss_mb_at_10k']:.0f} MB at {report.plan['rss_clusters']} "
+            "clusters",
+            f"{big.peak_rss_mb:.0f} MB" if big else "-",
+            None if big is None else big.peak_rss_mb < TARGETS["rss_mb_at_10k"],
+        )
+    )
+    out = ["", "targets (issue 14; a miss is reported, not an error):"]
+    out += [f"  {label:<76} {value:>16}  {_verdict(ok)}" for label, value, ok in rows]
+    return out
+
+
+def _failures(report: Report) -> list[str]:
+    everyone = [
+        *report.contenders.values(),
+        report.tty,
+        report.limited,
+        report.quota_run,
+        report.big,
+    ]
+    dead = [c for c in everyone if c is not None and c.error is not None]
+    out: list[str] = []
+    for c in dead:
+        out += ["", f"{c.label} died: {c.error}"]
+        if c.log_tail:
+            out += [f"    {line}" for line in c.log_tail.splitlines()]
+    for each in everyone:
+        if each is not None and each.ok and each.codes:
+            codes = ", ".join(f"{k} x{n}" for k, n in sorted(each.codes.items()))
+            out.append(f"{each.label}: not rotated: {codes}")
+    return out
+
+
+def render(report: Report) -> str:
+    out = _header(report)
+    out += _unthrottled(report)
+    out += _tty(report)
+    out += _rate(report)
+    out += _quota(report)
+    out += _big(report)
+    out += _targets(report)
+    out += _failures(report)
     out += report.notes
     return "\n".join(out)

@@ -1,51 +1,80 @@
 """``make bench`` / ``python -m bench.run``: rotator against the official SDK, ratios from one run.
 
-    python -m bench.run                        # 2,000 clusters; about 2.5 minutes on 2 cores
-    python -m bench.run --quick                # 300 clusters, a smoke test
+    python -m bench.run                        # the full bench: about 5 minutes on 2 busy cores
+    python -m bench.run --quick                # a smaller fleet and a 10/5s quota: a smoke test
     python -m bench.run --json out.json        # also write every raw number
     python -m bench.run --profile prof/        # py-spy the rotator contender (pip install py-spy)
 
-1. OpenBao dev (TLS) and the simulator (TLS, 20 ms latency, no faults) as subprocesses;
-   the clusters' root passwords are loaded into Vault.
-2. Unthrottled: rotator, the SDK in a sequential loop, the SDK under asyncio.gather; each in a
-   fresh subprocess that measures its own wall time, CPU time, peak RSS and event-loop lag.
-3. Binding limit: rotator at 50/1s per region; the simulator's per-second counts say how close
-   it came to the limit and whether it ever went over.
-4. Peak RSS of rotator over 10,000 clusters (a second simulator, 0-5 ms latency).
+1. OpenBao dev (TLS) and the simulator (TLS, 20 ms latency, no faults) as subprocesses; the
+   clusters' root passwords are written to Vault with hvac, at the documented layout.
+2. Unthrottled, the same clusters for everyone: rotator (``rotator rotate --all`` with a config
+   file, its public interface), the SDK script under asyncio.gather with a CA store holding
+   just the simulator's CA; rotator again under a pseudo-terminal (progress bar) for the
+   terminal/plain ratio.
+3. Binding limit: rotator at a per-region rate chosen below the throughput it just showed; the
+   simulator's per-second counts say how close it came and whether it ever went over. Then the
+   SDK script with the system CA store, the slow one (``--with-loop``: also the sequential SDK
+   loop). Runs compared by a target follow each other: the load of a shared machine drifts.
+4. Quota: a per-minute quota (``--quota``, default 100/60s) at rotator, over more than one
+   window; utilisation, windows over the quota, and the simulator's Throttling answers.
+5. Peak RSS of rotator over 10,000 clusters (another simulator, 0-5 ms latency), alongside the
+   quota case, which mostly waits on its limiter (``--rss-apart``: after it).
 
-Exits 0 even when a target is missed (a benchmark reports; it does not fail CI); 1 if something
-crashed, 130 on Ctrl-C. Every subprocess and temporary file is gone when it returns.
+Every contender is measured from outside, over the window of its work, with OpenBao's request
+counter and the CPU of OpenBao and the simulator sampled at the same instants (bench/procs.py).
+A contender that fails is reported as such and the rest still runs and prints. Exits 0 even
+when a target is missed (a benchmark reports; it does not fail CI); 1 if the bench itself could
+not run, 130 on Ctrl-C. Every subprocess and temporary file is gone when it returns.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
+import math
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.contender_rotator import (
+    RUN_FINISHED,
+    RUN_STARTED,
+    RotatorConfig,
+    read_report,
+    rotate_argv,
+)
 from bench.load import load_roots
-from bench.procs import SimProcess, cpu_seconds, run_contender, start_sim
+from bench.procs import (
+    ROOT,
+    ChildRun,
+    Probe,
+    SimProcess,
+    child_env,
+    run_child,
+    start_sim,
+    stop_children,
+)
 from bench.profile import py_spy_wrapper, summarise
+from bench.quota import Quota, analyse_quota
 from bench.ratecheck import analyse
-from bench.report import Measured, Report, render
-from bench.spec import Spec
-from rotator.logs import configure_logging
-from rotator.vault.devserver import OpenBaoServer, start_openbao
-from rotator.vault.settings import VaultSettings
+from bench.report import Contender, Report, render
+from bench.spec import MARK_END, MARK_START, Spec, parse_result
+from bench.vaultcount import VaultRequests
+from rotator import RotatorError
+from rotator.vault.devserver import start_openbao
 
 __all__ = ["main"]
 
-REGIONS = ["cn-hangzhou", "cn-shanghai", "cn-beijing"]
 ACCESS_KEY_ID = "bench-access-key"
 MODIFY = "ModifyVisualServicePasswd"
 
@@ -53,29 +82,41 @@ MODIFY = "ModifyVisualServicePasswd"
 @dataclasses.dataclass(frozen=True, slots=True)
 class Plan:
     clusters: int
+    regions: tuple[str, ...]
+    with_loop: bool
     loop_clusters: int
-    gather_clusters: int
-    rate_clusters: int
-    rate_limit: int
+    rate_share: float
+    rate_seconds: float
+    quota: str
+    quota_extra: float
+    quota_sim_args: tuple[str, ...]
     rss_clusters: int
+    rss_apart: bool
     concurrency: int
     vault_workers: int
     latency_ms: float
+    timeout_s: float
     skip: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
-        clusters = 300 if args.quick else args.clusters
+        quick = args.quick
         return cls(
-            clusters=clusters,
-            loop_clusters=min(clusters, 60 if args.quick else args.loop_clusters),
-            gather_clusters=min(clusters, 300 if args.quick else args.gather_clusters),
-            rate_clusters=min(clusters, 450 if args.quick else args.rate_clusters),
-            rate_limit=args.rate_limit,
-            rss_clusters=1000 if args.quick else args.rss_clusters,
+            clusters=200 if quick else args.clusters,
+            regions=tuple(r.strip() for r in args.regions.split(",") if r.strip()),
+            with_loop=args.with_loop,
+            loop_clusters=args.loop_clusters,
+            rate_share=args.rate_share,
+            rate_seconds=4.0 if quick else args.rate_seconds,
+            quota="10/5s" if quick and args.quota == _DEFAULT_QUOTA else args.quota,
+            quota_extra=args.quota_extra,
+            quota_sim_args=tuple(args.quota_sim_arg),
+            rss_clusters=500 if quick else args.rss_clusters,
+            rss_apart=args.rss_apart,
             concurrency=args.concurrency,
             vault_workers=args.vault_workers,
             latency_ms=args.latency_ms,
+            timeout_s=args.timeout,
             skip=tuple(args.skip),
         )
 
@@ -87,6 +128,23 @@ def _private(path: Path, value: str) -> Path:
     return path
 
 
+def _round_robin(clusters: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """``count`` clusters with equal shares per region (as far as the fleet allows)."""
+    by_region: dict[str, list[dict[str, Any]]] = {}
+    for cluster in clusters:
+        by_region.setdefault(str(cluster["region"]), []).append(cluster)
+    chosen: list[dict[str, Any]] = []
+    queues = [iter(v) for v in by_region.values()]
+    while len(chosen) < count and queues:
+        for queue in list(queues):
+            item = next(queue, None)
+            if item is None:
+                queues.remove(queue)
+            elif len(chosen) < count:
+                chosen.append(item)
+    return chosen
+
+
 class Bench:
     def __init__(self, plan: Plan, workdir: Path, *, profile_dir: Path | None) -> None:
         self.plan = plan
@@ -94,200 +152,460 @@ class Bench:
         self.profile_dir = profile_dir
         self.secret_file = _private(workdir / "access-key-secret", secrets.token_urlsafe(24))
         self.admin_token_file = _private(workdir / "sim-admin-token", secrets.token_urlsafe(24))
-        self.report = Report(plan=dataclasses.asdict(plan))
+        self.report = Report(plan=dataclasses.asdict(plan), cpus=os.cpu_count() or 0)
 
     def say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
     def run(self) -> Report:
-        busy = os.getloadavg()[0]
-        if busy > 1.0:
-            self.report.notes += [
-                "",
-                f"note: the 1-minute load average was {busy:.1f} before the bench started; other "
-                "processes were competing for the CPU, so the numbers above are pessimistic.",
-            ]
-        with start_openbao(self.workdir / "openbao", tls=True) as bao:
-            self.token_file = _private(self.workdir / "vault-token", bao.root_token.reveal())
-            self.vault_settings = VaultSettings(
-                addr=bao.addr, ca_cert=str(bao.ca_cert), token=bao.root_token, max_workers=16
-            )
-            self.say(f"OpenBao dev (TLS) at {bao.addr}")
-            self._fleet(bao)
-            if "rss" not in self.plan.skip:
-                self._big_fleet(bao)
+        self.report.load_before = os.getloadavg()
+        try:
+            with start_openbao(self.workdir / "openbao", tls=True) as bao:
+                self.bao = bao
+                self.token = bao.root_token.reveal()
+                self.token_file = _private(self.workdir / "vault-token", self.token)
+                self.vault_requests = VaultRequests(bao.addr, bao.ca_cert, self.token)
+                self.say(f"OpenBao dev (TLS) at {bao.addr}")
+                self._stage("fleet", self._fleet)
+                self._stage("quota and rss", self._quota_and_big_fleet)
+        finally:
+            self.report.load_after = os.getloadavg()
         return self.report
 
-    def _sim(self, clusters: int, latency_ms: float, jitter_ms: float) -> Any:
-        return start_sim(
+    def _stage(self, name: str, body: Callable[[], None]) -> None:
+        """A stage that breaks (a simulator that will not start) is a note; the rest runs."""
+        try:
+            body()
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+            self.report.notes += ["", f"stage {name!r} could not run: {exc}"]
+            self.say(f"  stage {name} could not run: {exc}")
+
+    @contextmanager
+    def _sim(
+        self,
+        clusters: int,
+        *,
+        latency_ms: float,
+        jitter_ms: float,
+        label: str,
+        extra_args: Sequence[str] = (),
+    ) -> Iterator[SimProcess]:
+        with start_sim(
             self.workdir,
             clusters=clusters,
-            regions=REGIONS,
+            regions=list(self.plan.regions),
             latency_ms=latency_ms,
             jitter_ms=jitter_ms,
             access_key_id=ACCESS_KEY_ID,
             secret_file=self.secret_file,
             admin_token_file=self.admin_token_file,
+            extra_args=extra_args,
+            label=label,
+        ) as sim:
+            yield sim
+
+    def _probe(self, sim: SimProcess) -> Probe:
+        return Probe(
+            sim_pid=sim.pid, vault_pid=self.bao.process.pid, vault_requests=self.vault_requests
         )
 
-    def _spec(self, name: str, sim: SimProcess, bao: OpenBaoServer, **overrides: Any) -> Spec:
-        values: dict[str, Any] = {
-            "name": name,
-            "vault_addr": bao.addr,
-            "vault_ca": str(bao.ca_cert),
-            "vault_token_file": str(self.token_file),
-            "sim_base_url": sim.base_url,
-            "sim_ca": str(sim.ca_file),
-            "access_key_id": ACCESS_KEY_ID,
-            "access_key_secret_file": str(self.secret_file),
-            "regions": REGIONS,
-            "concurrency": self.plan.concurrency,
-            "vault_workers": self.plan.vault_workers,
-        }
-        values.update(overrides)
-        return Spec(**values)
+    def _load(self, clusters: list[dict[str, Any]], root_path: str) -> None:
+        self.say(f"  writing {len(clusters)} root passwords to Vault at secret/{root_path} ...")
+        load_roots(self.bao.addr, self.bao.ca_cert, self.token, clusters, root_path=root_path)
 
-    def _measure(
+    # -- contenders ------------------------------------------------------------------------
+
+    def _rotator(
         self,
-        module: str,
-        spec: Spec,
+        label: str,
         sim: SimProcess,
-        bao: OpenBaoServer,
         *,
+        clusters: int,
+        root_path: str,
+        rate_limit: str = "100000/1s",
+        use_pty: bool = False,
         wrapper: list[str] | None = None,
-    ) -> Measured:
-        """Run one contender, with the simulator's and OpenBao's CPU over the same span."""
-        self.say(f"  {spec.name}: running ...")
-        sim_cpu, bao_cpu = cpu_seconds(sim.pid), cpu_seconds(bao.process.pid)
-        result, outside_s = run_contender(module, spec, self.workdir, wrapper=wrapper)
-        measured = Measured(
-            result=result,
-            sim_cpu_s=cpu_seconds(sim.pid) - sim_cpu,
-            vault_cpu_s=cpu_seconds(bao.process.pid) - bao_cpu,
-            outside_s=outside_s,
+    ) -> Contender:
+        key = label.replace(" ", "-").replace(",", "").replace("/", "-")
+        config = RotatorConfig(
+            vault_addr=self.bao.addr,
+            vault_ca=str(self.bao.ca_cert),
+            vault_token_file=str(self.token_file),
+            sim_base_url=sim.base_url,
+            sim_ca=str(sim.ca_file),
+            access_key_id=ACCESS_KEY_ID,
+            access_key_secret_file=str(self.secret_file),
+            regions=self.plan.regions,
+            root_path=root_path,
+            vnc_path=f"bench/{key}/vnc",
+            runs_path=f"bench/{key}/runs",
+            rate_limit=rate_limit,
+            concurrency=self.plan.concurrency,
+            vault_workers=self.plan.vault_workers,
+        ).write(self.workdir / f"{key}.toml")
+        report_path = self.workdir / f"{key}-report.json"
+        self.say(f"  {label}: running ...")
+        run = run_child(
+            [*(wrapper or []), *rotate_argv(config, report=report_path)],
+            name=key,
+            workdir=self.workdir,
+            probe=self._probe(sim),
+            markers=[RUN_STARTED, RUN_FINISHED],
+            use_pty=use_pty,
+            timeout=self.plan.timeout_s,
         )
-        self.say(
-            f"  {spec.name}: {result.done} clusters in {result.wall_s:.1f} s "
-            f"({result.per_second:.0f}/s, {result.cpu_ms_per_rotation:.1f} ms CPU each, "
-            f"peak RSS {result.peak_rss_mb:.0f} MB)"
+        contender = Contender(
+            label=label,
+            clusters=clusters,
+            work=run.span(RUN_STARTED, RUN_FINISHED),
+            before=run.span("launch", RUN_STARTED),
+            after=run.span(RUN_FINISHED, "exit"),
+            whole=run.span("launch", "exit"),
+            peak_rss_mb=run.peak_rss_mb,
+            error=run.error,
         )
-        return measured
+        outcome = read_report(report_path)
+        if outcome is None and contender.error is None:
+            contender.error = f"exit code {run.exit_code} and no run summary"
+        if outcome is not None:
+            contender.done, contender.rotated, contender.codes = (
+                outcome.total,
+                outcome.rotated,
+                outcome.codes,
+            )
+        return self._finish(contender, run)
 
-    def _fleet(self, bao: OpenBaoServer) -> None:
+    def _sdk(
+        self, label: str, sim: SimProcess, ids: list[str], *, mode: str, one_cert: bool
+    ) -> Contender:
+        key = label.replace(" ", "-").replace(",", "")
+        spec = Spec(
+            name=key,
+            vault_addr=self.bao.addr,
+            vault_ca=str(self.bao.ca_cert),
+            vault_token_file=str(self.token_file),
+            sim_base_url=sim.base_url,
+            sim_ca=str(sim.ca_file),
+            access_key_id=ACCESS_KEY_ID,
+            access_key_secret_file=str(self.secret_file),
+            regions=list(self.plan.regions),
+            vnc_path=f"bench/{key}/vnc",
+            cluster_ids=ids,
+            concurrency=self.plan.concurrency,
+            mode=mode,
+        )
+        spec_path = spec.dump(self.workdir / f"spec-{key}.json")
+        extra_env: dict[str, str] = {}
+        if one_cert:
+            # The SDK's per-call ssl.create_default_context() loads the default verify paths:
+            # point them at the simulator's CA alone (and an empty folder).
+            empty = self.workdir / "empty-ca-dir"
+            empty.mkdir(exist_ok=True)
+            extra_env = {"SSL_CERT_FILE": str(sim.ca_file), "SSL_CERT_DIR": str(empty)}
+        self.say(f"  {label}: running ...")
+        run = run_child(
+            [sys.executable, "-m", "bench.contender_sdk", str(spec_path)],
+            name=key,
+            workdir=self.workdir,
+            probe=self._probe(sim),
+            markers=[MARK_START, MARK_END],
+            extra_env=extra_env,
+            timeout=self.plan.timeout_s,
+        )
+        contender = Contender(
+            label=label,
+            clusters=len(ids),
+            work=run.span(MARK_START, MARK_END),
+            before=run.span("launch", MARK_START),
+            after=run.span(MARK_END, "exit"),
+            whole=run.span("launch", "exit"),
+            peak_rss_mb=run.peak_rss_mb,
+            error=run.error,
+        )
+        result = parse_result(run.stdout)
+        if result is None and contender.error is None:
+            contender.error = f"exit code {run.exit_code} and no result line"
+        if result is not None:
+            contender.done, contender.rotated, contender.codes = (
+                result.done,
+                result.ok,
+                result.codes,
+            )
+            contender.lag_max_ms = result.lag_max_ms
+        return self._finish(contender, run)
+
+    def _finish(self, contender: Contender, run: ChildRun) -> Contender:
+        if contender.error is not None:
+            contender.log_tail = run.log_tail()
+            self.say(f"  {contender.label}: died: {contender.error}")
+        else:
+            self.say(
+                f"  {contender.label}: {contender.done} clusters in "
+                f"{contender.work.wall_s if contender.work else 0:.1f} s "
+                f"({contender.per_second:.0f}/s, {contender.cpu_ms or 0:.2f} ms CPU each, "
+                f"peak RSS {contender.peak_rss_mb:.0f} MB)"
+            )
+        return contender
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def _fleet(self) -> None:
         plan = self.plan
-        with self._sim(plan.clusters, plan.latency_ms, 0.0) as sim:
+        with self._sim(
+            plan.clusters, latency_ms=plan.latency_ms, jitter_ms=0.0, label="main"
+        ) as sim:
             self.say(
                 f"simulator (TLS, {plan.latency_ms:g} ms latency) with {plan.clusters} clusters "
                 f"at {sim.base_url}"
             )
             clusters = sim.clusters()
-            rate_set = clusters[: plan.rate_clusters]  # round-robin: equal shares per region
-            self.say("loading root passwords into Vault ...")
-            asyncio.run(load_roots(self.vault_settings, clusters, root_path="ehpc/root"))
+            ids = [str(c["id"]) for c in clusters]
+            self._load(clusters, "ehpc/root")
+            # The runs compared by a target follow each other closely (the load on a shared
+            # machine drifts by the minute): rotator, the one-cert SDK script, rotator on a
+            # terminal, the binding limit; the slow system-CA SDK script last.
+            self.say("unthrottled, the same clusters for every contender:")
+            self._unthrottled(sim, ids)
+            baselines = "baselines" not in plan.skip
+            if baselines:
+                self._baseline("sdk_one_cert", "SDK, one-cert CA", sim, ids, one_cert=True)
+            if "tty" not in plan.skip:
+                self.report.tty = self._rotator(
+                    "rotator on a terminal",
+                    sim,
+                    clusters=len(ids),
+                    root_path="ehpc/root",
+                    use_pty=True,
+                )
             if "ratelimit" not in plan.skip:
-                asyncio.run(load_roots(self.vault_settings, rate_set, root_path="ratecheck/root"))
-            self.say("unthrottled (rate limit far above what anything reaches):")
-            self._rotator(sim, bao)
-            if "baselines" not in plan.skip:
-                self._baselines(sim, bao, [str(c["id"]) for c in clusters])
-            if "ratelimit" not in plan.skip:
-                self._rate_limit(sim, bao, len(rate_set))
+                self._rate_limit(sim, clusters)
+            if baselines:
+                self._baseline("sdk_system_ca", "SDK, system CA", sim, ids, one_cert=False)
+                if plan.with_loop:
+                    self.report.contenders["sdk_loop"] = self._sdk(
+                        "SDK loop", sim, ids[: plan.loop_clusters], mode="loop", one_cert=False
+                    )
 
-    def _rotator(self, sim: SimProcess, bao: OpenBaoServer) -> None:
+    def _baseline(
+        self, key: str, label: str, sim: SimProcess, ids: list[str], *, one_cert: bool
+    ) -> None:
+        self.report.contenders[key] = self._sdk(label, sim, ids, mode="gather", one_cert=one_cert)
+
+    def _unthrottled(self, sim: SimProcess, ids: list[str]) -> None:
         wrapper = None
+        samples = None
         if self.profile_dir is not None:
             samples = self.profile_dir / "rotator-py-spy.txt"
             wrapper = py_spy_wrapper(samples)
             if wrapper is None:
                 self.say("  --profile needs py-spy: .venv/bin/pip install py-spy")
-        spec = self._spec("rotator", sim, bao)
-        self.report.rotator = self._measure(
-            "bench.contender_rotator", spec, sim, bao, wrapper=wrapper
+        contenders = self.report.contenders
+        contenders["rotator"] = self._rotator(
+            "rotator", sim, clusters=len(ids), root_path="ehpc/root", wrapper=wrapper
         )
-        if wrapper is not None:
+        if samples is not None and wrapper is not None:
             self.report.notes += [
                 "",
-                "profile of the rotator run (py-spy; the numbers above include its overhead; "
-                f"raw samples in {samples}):",
+                "profile of the rotator run (py-spy; its numbers above include py-spy's "
+                f"overhead; raw samples in {samples}):",
                 summarise(samples),
             ]
 
-    def _baselines(self, sim: SimProcess, bao: OpenBaoServer, ids: list[str]) -> None:
+    def _rate_limit(self, sim: SimProcess, clusters: list[dict[str, Any]]) -> None:
         plan = self.plan
-        for name, mode, count in (
-            ("sdk_loop", "loop", plan.loop_clusters),
-            ("sdk_gather", "gather", plan.gather_clusters),
-        ):
-            spec = self._spec(
-                name, sim, bao, mode=mode, cluster_ids=ids[:count], vnc_path="sdk/vnc"
-            )
-            measured = self._measure("bench.contender_sdk", spec, sim, bao)
-            setattr(self.report, name, measured)
-
-    def _rate_limit(self, sim: SimProcess, bao: OpenBaoServer, count: int) -> None:
-        limit = self.plan.rate_limit
-        self.say(f"binding limit: {limit}/1s per region, {count} clusters")
-        sim.reset_stats()
-        spec = self._spec(
-            "rotator_limited",
-            sim,
-            bao,
-            rate_limit=f"{limit}/1s",
-            root_path="ratecheck/root",
-            vnc_path="ratecheck/vnc",
-            runs_path="ratecheck/runs",
+        free = self.report.contenders.get("rotator")
+        if free is None or not free.ok:
+            self.report.notes += ["", "binding limit: skipped (no unthrottled rotator run)"]
+            return
+        regions = len(plan.regions)
+        limit = max(1, math.floor(plan.rate_share * free.per_second / regions))
+        count = min(len(clusters), max(regions * 4, round(limit * regions * plan.rate_seconds)))
+        self.report.rate_choice = (
+            f"{plan.rate_share:g} of the {free.per_second:.0f}/s rotator reached unthrottled in "
+            f"this run, split over {regions} regions; {count} clusters"
         )
-        self.report.limited = self._measure("bench.contender_rotator", spec, sim, bao)
+        self.say(f"binding limit: {limit}/1s per region, {count} clusters")
+        subset = _round_robin(clusters, count)
+        self._load(subset, "ratecheck/root")
+        sim.reset_stats()
+        self.report.limited = self._rotator(
+            "rotator, binding limit",
+            sim,
+            clusters=count,
+            root_path="ratecheck/root",
+            rate_limit=f"{limit}/1s",
+        )
         by_region = sim.stats().get("accepted_by_region", {}).get(MODIFY, {})
         self.report.rate = analyse(by_region, limit=limit)
 
-    def _big_fleet(self, bao: OpenBaoServer) -> None:
+    def _quota_and_big_fleet(self) -> None:
+        """The RSS check runs alongside the quota case, which mostly waits on its limiter.
+
+        That keeps ``make bench`` near five minutes on a busy machine, and it is the harder
+        test for the quota: its windows must hold while another process keeps the CPU busy.
+        ``--rss-apart`` runs them one after the other instead.
+        """
         plan = self.plan
-        with self._sim(plan.rss_clusters, 0.0, 5.0) as sim:
+        if "rss" in plan.skip or "quota" in plan.skip or plan.rss_apart:
+            if "quota" not in plan.skip:
+                self._stage("quota", self._quota)
+            if "rss" not in plan.skip:
+                self._stage("rss", self._big_fleet)
+            return
+        with self._sim(plan.rss_clusters, latency_ms=0.0, jitter_ms=5.0, label="big") as big:
+            clusters = big.clusters()
+            failed: list[str] = []
+
+            def side() -> None:
+                try:
+                    self._load(clusters, "big/root")
+                    self.say(f"RSS: {plan.rss_clusters} clusters (0-5 ms latency), alongside")
+                    self.report.big = self._rotator(
+                        "rotator, big fleet", big, clusters=len(clusters), root_path="big/root"
+                    )
+                except (RuntimeError, OSError, ValueError) as exc:  # reported by the main thread
+                    failed.append(str(exc))
+
+            worker = threading.Thread(target=side, name="rss-check", daemon=True)
+            worker.start()
+            try:
+                self._stage("quota", self._quota)
+            except BaseException:
+                stop_children()  # Ctrl-C: the side run must not outlive the bench
+                raise
+            finally:
+                worker.join()
+            if failed:
+                raise RuntimeError(f"the RSS check could not run: {failed[0]}")
+        self.report.notes += [
+            "",
+            "the RSS check ran alongside the quota case (--rss-apart runs them apart), so its "
+            "rotations/s and CPU are a busy machine's, and so is the quota case's CPU.",
+        ]
+
+    def _big_fleet(self) -> None:
+        plan = self.plan
+        with self._sim(plan.rss_clusters, latency_ms=0.0, jitter_ms=5.0, label="big") as sim:
             self.say(f"RSS: simulator with {plan.rss_clusters} clusters (0-5 ms latency)")
             clusters = sim.clusters()
-            self.say("loading root passwords into Vault ...")
-            asyncio.run(load_roots(self.vault_settings, clusters, root_path="big/root"))
-            self.report.big = self._measure(
-                "bench.contender_rotator",
-                self._spec(
-                    "rotator_big",
-                    sim,
-                    bao,
-                    root_path="big/root",
-                    vnc_path="big/vnc",
-                    runs_path="big/runs",
-                ),
-                sim,
-                bao,
+            self._load(clusters, "big/root")
+            self.report.big = self._rotator(
+                "rotator, big fleet", sim, clusters=len(clusters), root_path="big/root"
             )
+
+    def _quota(self) -> None:
+        plan = self.plan
+        quota = Quota.parse(plan.quota)
+        # round(): 100 * 1.1 is 110.00000000000001 in binary floating point
+        per_region = math.ceil(round(quota.calls * (1.0 + plan.quota_extra), 6))
+        count = per_region * len(plan.regions)
+        sim_args = plan.quota_sim_args or _sim_quota_args(quota)
+        self.report.quota_note = (
+            f"the simulator enforces it ({' '.join(sim_args)})"
+            if sim_args
+            else "this simulator cannot enforce it (no --quota flag): windows over the quota "
+            "are counted from its per-second counts"
+        )
+        with self._sim(
+            count,
+            latency_ms=plan.latency_ms,
+            jitter_ms=0.0,
+            label="quota",
+            extra_args=sim_args,
+        ) as sim:
+            self.say(
+                f"quota: {quota} per region, {per_region} clusters per region (more than one "
+                f"window: about {per_region * quota.period_s / quota.calls:.0f} s)"
+            )
+            clusters = sim.clusters()
+            self._load(clusters, "quota/root")
+            sim.reset_stats()
+            self.report.quota_run = run = self._rotator(
+                "rotator, quota", sim, clusters=count, root_path="quota/root", rate_limit=str(quota)
+            )
+            stats = sim.stats()
+            if run.ok:
+                self.report.quota = analyse_quota(
+                    stats.get("accepted_by_region", {}).get(MODIFY, {}),
+                    quota=quota,
+                    throttled=int(stats.get("throttled", {}).get(MODIFY, 0)),
+                )
+
+
+_DEFAULT_QUOTA = "100/60s"
+
+
+def _sim_quota_args(quota: Quota) -> tuple[str, ...]:
+    """``--quota ACTION=N/Ps`` (per region endpoint) if this simulator's CLI offers it."""
+    try:
+        shown = subprocess.run(
+            [sys.executable, "-m", "rotator.sim", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=child_env(),
+            cwd=ROOT,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (f"--quota={MODIFY}={quota}",) if "--quota" in shown else ()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--clusters", type=int, default=2000, help="fleet size (default 2000)")
-    parser.add_argument("--quick", action="store_true", help="300 clusters: a smoke test")
+    parser.add_argument("--clusters", type=int, default=1000, help="fleet size (default 1000)")
+    parser.add_argument(
+        "--regions", default="cn-hangzhou,cn-shanghai,cn-beijing", help="comma-separated"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small fleet: a smoke test")
     parser.add_argument(
         "--rss-clusters", type=int, default=10_000, help="fleet for the RSS check (10000)"
     )
     parser.add_argument(
-        "--loop-clusters", type=int, default=200, help="clusters for the sequential SDK loop"
+        "--rss-apart", action="store_true", help="run the RSS check after the quota case"
+    )
+    parser.add_argument("--with-loop", action="store_true", help="also the sequential SDK loop")
+    parser.add_argument(
+        "--loop-clusters", type=int, default=200, help="clusters for the SDK loop (200)"
     )
     parser.add_argument(
-        "--gather-clusters", type=int, default=1000, help="clusters for the SDK under gather"
+        "--rate-share",
+        type=float,
+        default=0.5,
+        help="binding limit = this share of the unthrottled throughput just measured (0.5)",
     )
     parser.add_argument(
-        "--rate-clusters", type=int, default=900, help="clusters for the rate-limit check"
+        "--rate-seconds", type=float, default=8.0, help="length of the binding-limit run (8)"
     )
-    parser.add_argument("--rate-limit", type=int, default=50, help="calls/s per region (50)")
+    parser.add_argument(
+        "--quota", default=_DEFAULT_QUOTA, help="per-region quota for the quota case (100/60s)"
+    )
+    parser.add_argument(
+        "--quota-extra",
+        type=float,
+        default=0.1,
+        help="clusters per region beyond one window's quota, as a share (0.1)",
+    )
+    parser.add_argument(
+        "--quota-sim-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="passed to the quota case's simulator instead of --quota=ModifyVisualServicePasswd="
+        "<quota> (which is passed when the simulator offers it); repeatable",
+    )
     parser.add_argument("--concurrency", type=int, default=64, help="rotations in flight (64)")
     parser.add_argument("--vault-workers", type=int, default=16, help="rotator's Vault threads")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="simulated API latency")
     parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds before a contender is killed"
+    )
+    parser.add_argument(
         "--skip",
         action="append",
         default=[],
-        choices=["baselines", "ratelimit", "rss"],
+        choices=["baselines", "tty", "ratelimit", "quota", "rss"],
         help="leave out a part (repeatable), e.g. to profile rotator alone",
     )
     parser.add_argument("--json", type=Path, help="also write every raw number to this file")
@@ -303,23 +621,27 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        Quota.parse(args.quota)
+    except ValueError as exc:
+        print(f"bench: --quota: {exc}", file=sys.stderr)
+        return 2
     plan = Plan.from_args(args)
     # SIGTERM unwinds like Ctrl-C, so every `with` stops what it started.
     previous: Callable[[int, FrameType | None], Any] | int | None = signal.signal(
         signal.SIGTERM, _raise_interrupt
     )
-    # Only our own progress lines on stderr; the contenders' logs go to their own files.
-    configure_logging(level="warning")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(prefix="rotator-bench-") as tmp:
             report = Bench(plan, Path(tmp), profile_dir=args.profile).run()
     except KeyboardInterrupt:
+        stop_children()
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
-    except (RuntimeError, OSError) as exc:
-        print(f"bench crashed: {exc}", file=sys.stderr)
+    except (RuntimeError, OSError, RotatorError) as exc:  # e.g. no `bao` binary
+        print(f"bench could not run: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULT_MARKER", "Result", "Spec", "parse_result"]
+__all__ = ["MARK_END", "MARK_START", "RESULT_MARKER", "Result", "Spec", "parse_result"]
 
 RESULT_MARKER = "bench_result"
+MARK_START = "bench_mark:start"
+"""A contender prints this on stderr when its measured work begins ..."""
+MARK_END = "bench_mark:end"
+"""... and this when it ends: the orchestrator samples CPU and counters at both."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,28 @@
+"""The bench harness end to end on a tiny fleet: real OpenBao, the simulator, every contender."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.run import main
+
+
+def test_a_tiny_bench_runs_every_unthrottled_contender(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--clusters", "20", "--json", str(out)]
+    argv += [arg for part in ("tty", "ratelimit", "quota", "rss") for arg in ("--skip", part)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "died" not in text
+    data = json.loads(out.read_text(encoding="utf-8"))
+    for key in ("rotator", "sdk_system_ca", "sdk_one_cert"):
+        contender = data["contenders"][key]
+        assert contender["error"] is None
+        assert contender["done"] == 20
+        assert contender["rotated"] >= 15  # the simulator keeps a few clusters not running
+        assert contender["work"]["vault_requests"] > 0

@@ -1,0 +1,152 @@
+"""The bench's own logic, without servers: failures are counted, never a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from darabonba.exceptions import UnretryableException
+from darabonba.policy.retry import RetryPolicyContext
+
+from bench.contender_sdk import Baseline
+from bench.procs import Probe, run_child
+from bench.report import Contender, Report, render
+from bench.spec import Spec
+from bench.vaultcount import parse_request_count
+
+
+def _spec(tmp_path: Path) -> Spec:
+    secret = tmp_path / "secret"
+    secret.write_text("not-a-real-secret", encoding="utf-8")
+    return Spec(
+        name="sdk",
+        vault_addr="https://127.0.0.1:1",
+        vault_ca=str(tmp_path / "ca.pem"),
+        vault_token_file=str(secret),
+        sim_base_url="https://127.0.0.1:1",
+        sim_ca=str(tmp_path / "ca.pem"),
+        access_key_id="id",
+        access_key_secret_file=str(secret),
+        regions=["cn-hangzhou"],
+        cluster_ids=["c1", "c2"],
+        mode="gather",
+    )
+
+
+class _Failing(Baseline):
+    """The SDK's connect timeout surfaces as darabonba's UnretryableException."""
+
+    def read_root(self, cluster_id: str) -> tuple[str, str]:
+        return "root", "x"
+
+    async def change(self, cluster_id: str, user: str, root: str, password: str) -> str:
+        raise UnretryableException(RetryPolicyContext(retries_attempted=1))
+
+    def store(self, cluster_id: str, password: str, request_id: str) -> None:
+        raise AssertionError("not reached")
+
+
+def test_an_sdk_exception_outside_alibabacloud_exception_is_a_failed_rotation(
+    tmp_path: Path,
+) -> None:
+    codes = asyncio.run(_Failing(_spec(tmp_path)).run())
+    assert codes == ["UnretryableException", "UnretryableException"]
+
+
+def test_quota_windows_count_use_and_overruns() -> None:
+    from bench.quota import Quota, analyse_quota
+
+    quota = Quota.parse("10/5s")
+    # 2 calls a second for 8 s: every full 5-s window holds 10, the quota exactly.
+    steady = {str(1000 + s): 2 for s in range(8)}
+    # A burst of 10, then 3 more 4 s later: one window holds 13.
+    bursty = {"1000": 10, "1004": 3, "1007": 1}
+    check = analyse_quota({"a": steady, "b": bursty}, quota=quota, throttled=0)
+    a, b = check.regions
+    assert (a.busiest_full_window, a.max_in_window, a.over_quota_windows) == (10, 10, 0)
+    assert (b.busiest_full_window, b.max_in_window) == (13, 13)
+    assert b.over_quota_windows == 1
+    assert (a.max_in_a_second, b.max_in_a_second) == (2, 10)  # smooth vs a burst
+    assert check.max_in_window == 13
+    assert check.utilisation == (10 + 13) / 2 / 10
+
+
+def test_a_run_shorter_than_one_window_measures_no_utilisation() -> None:
+    from bench.quota import Quota, analyse_quota
+
+    check = analyse_quota({"a": {"1000": 3, "1001": 3}}, quota=Quota(100, 60), throttled=0)
+    assert check.utilisation is None
+    assert check.max_in_window == 6
+
+
+def _probe() -> Probe:
+    return Probe(sim_pid=os.getpid(), vault_pid=os.getpid(), vault_requests=lambda: 7)
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_a_contender_that_dies_before_its_work_is_a_result_with_an_error(tmp_path: Path) -> None:
+    run = run_child(
+        _python("import sys; print('half-way', file=sys.stderr); sys.exit(3)"),
+        name="dies",
+        workdir=tmp_path,
+        probe=_probe(),
+        markers=["start", "end"],
+    )
+    assert run.exit_code == 3
+    assert run.error is not None
+    assert "start, end" in run.error
+    assert run.span("start", "end") is None
+    assert "half-way" in run.log_tail()
+
+
+def test_markers_are_sampled_on_pipes_and_on_a_terminal(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; "
+        "print('ready' if sys.stderr.isatty() else 'piped', file=sys.stderr, flush=True); "
+        "print('mark:one', file=sys.stderr, flush=True); "
+        "sum(range(2_000_000)); "
+        "print('mark:two', file=sys.stderr, flush=True); print('out')"
+    )
+    for use_pty, seen in ((False, "piped"), (True, "ready")):
+        run = run_child(
+            _python(code),
+            name=f"marks-{use_pty}",
+            workdir=tmp_path,
+            probe=_probe(),
+            markers=["mark:one", "mark:two"],
+            use_pty=use_pty,
+        )
+        assert run.error is None, run.error
+        span = run.span("mark:one", "mark:two")
+        assert span is not None
+        assert span.vault_requests == 0
+        assert span.wall_s >= 0
+        assert run.peak_rss_mb > 0
+        assert seen in run.log_path.read_text(encoding="utf-8")
+
+
+def test_the_report_prints_when_a_contender_died() -> None:
+    report = Report(plan={"clusters": 10, "regions": ["a"], "latency_ms": 20, "rss_clusters": 1})
+    report.contenders["rotator"] = Contender(label="rotator", clusters=10)
+    report.contenders["sdk_one_cert"] = Contender(
+        label="SDK, one-cert CA", clusters=10, error="killed after 600 s", log_tail="boom"
+    )
+    text = render(report)
+    assert "SDK, one-cert CA died: killed after 600 s" in text
+    assert "n/a" in text  # the targets that cannot be judged say so
+
+
+def test_openbao_request_counters_are_summed() -> None:
+    page = (
+        "# TYPE vault_core_handle_request summary\n"
+        'vault_core_handle_request{quantile="0.5"} 1.3\n'
+        "vault_core_handle_request_count 8\n"
+        "vault_core_handle_login_request_count 2\n"
+    )
+    assert parse_request_count(page) == 10
+    assert parse_request_count("go_goroutines 5\n") is None
