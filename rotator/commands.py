@@ -290,6 +290,8 @@ async def plan(settings: Settings, args: argparse.Namespace) -> int:
         targets = await resolve_targets(runtime, selection)
         if not targets:
             print("rotator: no cluster found; a rotate would find none", file=sys.stderr)
+        # As rotate does: a check-out lease that ended makes its cluster due.
+        targets = with_lease_ends(targets, await lease_ends_owed(runtime.vault))
         return await _print_plan(runtime, targets, as_json=args.json, force=args.force)
 
 

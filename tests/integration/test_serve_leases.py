@@ -394,6 +394,14 @@ async def test_rotate_runs_rotate_clusters_whose_lease_expired(
                 now=datetime.now(UTC) - timedelta(hours=2),
             ),
         )
+        # plan shows what rotate will do: the lease end makes the cluster due.
+        code, out, err = await rotator_cli(
+            "plan", "--cluster", ids[0], "--config", str(env.config), "--json",
+            token=None, home=tmp_path,
+        )  # fmt: skip
+        assert code == 0, err
+        (row,) = json.loads(out)["clusters"]
+        assert (row["action"], "check-out lease ended" in row["reason"]) == ("rotate", True), row
         code, out, err = await rotator_cli(
             "rotate", "--cluster", ids[0], "--config", str(env.config), "--json",
             token=None, home=tmp_path,
@@ -431,7 +439,9 @@ async def test_a_failed_lease_end_rotation_stays_visible_and_is_retried(
                 {"cluster_id": cluster_id},
             )
             assert status == 200
-            await env.admin.patch_cluster(cluster_id, status="stopped")  # the API refuses now
+            await env.admin.patch_cluster(
+                cluster_id, status="init"
+            )  # not running: the API refuses now
             status, _, _ = await call(
                 env.session, daemon.address, "POST", "/v1/checkin", frank, lease
             )
