@@ -89,6 +89,8 @@ class Verification:
                 code=result.verify_code,
                 detail=result.verify_message,
             )
+            if result.verified is Verified.VERIFY_FAILED:
+                await _mark_failed(ctx, result)
         if isinstance(ctx.hooks, VerificationHooks):
             ctx.hooks.verification(result)
         return result
@@ -151,3 +153,16 @@ def _with(
     outcome: ClusterOutcome, verified: Verified, code: str | None, message: str | None
 ) -> ClusterOutcome:
     return replace(outcome, verified=verified, verify_code=code, verify_message=message)
+
+
+async def _mark_failed(ctx: RotationContext, outcome: ClusterOutcome) -> None:
+    """The cluster refused the password Vault holds: the next scheduled run must treat it as
+    due (left ``failed``), not as rotated until its next period."""
+    try:
+        await ctx.store.update_status(
+            outcome.cluster_id,
+            status="failed",
+            last_error_code=outcome.verify_code or "VncAuthFailed",
+        )
+    except VaultError as exc:  # bookkeeping: the summary still says verify_failed
+        log.warning("vault_bookkeeping_failed", code=exc.code)
