@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from rotator.config import parse_duration
 from rotator.engine.due import decide
 from rotator.engine.model import PendingState, VncState
 from rotator.engine.rotation import Target
@@ -37,6 +38,10 @@ def _state(
         else None,
         rotated_at=rotated,
         custom_metadata=custom,
+        # The store parses a person's rotation_period into the state it returns.
+        period_override=parse_duration(meta["rotation_period"])
+        if "rotation_period" in meta
+        else None,
     )
 
 

@@ -185,14 +185,13 @@ async def import_passwords(env: Any) -> None:
     """
     for cid, cluster in (await env.admin.clusters()).items():
         state = await env.store.read_vnc(cid)
-        staged = await env.store.stage_pending(
-            state, Secret(cluster["vnc_password"]), region=cluster["region"]
+        # An old password: generated long before any trigger or lease a test then fires.
+        long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+        staged = await env.store.stage(
+            state, Secret(cluster["vnc_password"]), staged_at=long_ago, region=cluster["region"]
         )
         await env.store.commit(
-            staged,
-            request_id="import",
-            rotated_at=datetime(2020, 1, 1, tzinfo=UTC),
-            region=cluster["region"],
+            staged, request_id="import", rotated_at=long_ago, region=cluster["region"]
         )
 
 

@@ -147,6 +147,7 @@ async def test_rotators_own_policy_follows_a_config_change_without_force(
     moved = VaultSettings(
         addr=openbao.addr,
         token=openbao.root_token,
+        allow_insecure_http=True,  # the local dev server
         root_path=f"{vault_paths.prefix}/elsewhere",
         vnc_path=vault_paths.vnc_path,
         runs_path=vault_paths.runs_path,
