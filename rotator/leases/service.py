@@ -35,6 +35,7 @@ log = structlog.get_logger("rotator.leases")
 PasswordReader = Callable[[str], Awaitable[Secret | None]]
 """Reads a cluster's current VNC password with rotator's own token (None: none stored yet)."""
 
+_MAY_CHECK_OUT = frozenset({"read", "update", "sudo", "root"})
 _FIRST_RETRY = 30.0
 _MAX_RETRY = 3600.0
 
@@ -126,7 +127,7 @@ class LeaseService:
         """The caller and their capabilities on the cluster's marker; 403 without ``read``."""
         marker = self.store.marker(cluster_id)
         caps = (await capabilities(self.client, token, [marker]))[marker]
-        if not caps & {"read", "update", "sudo", "root"}:
+        if not caps & _MAY_CHECK_OUT:
             raise LeaseError(
                 f"this token may not check out {cluster_id}: it needs the ehpc-vnc-checkout "
                 f"policy (read on {marker})",
@@ -144,7 +145,7 @@ class LeaseService:
     async def checkout(
         self, token: Secret, cluster_id: str, *, ttl: float | None, reason: str
     ) -> CheckoutResult:
-        holder, _caps = await self._authorize(token, cluster_id)
+        holder, _caps = await self._authorize(token, model.valid_cluster_id(cluster_id))
         if await self.read_password(cluster_id) is None:
             raise LeaseError(
                 f"no VNC password is stored for {cluster_id} yet (it was never rotated)",
@@ -229,15 +230,15 @@ class LeaseService:
 
     async def visible(self, token: Secret) -> list[dict[str, object]]:
         """Rows for the clusters this caller may check out."""
-        docs = await self.all_docs()
-        markers = {self.store.marker(d.cluster_id): d for d in docs}
+        # The caller first: a token Vault refuses costs one call, not a read of every lease.
+        await identify(self.client, token)
+        clusters = await self.store.list_clusters()
+        markers = {self.store.marker(c): c for c in clusters}
         caps = await capabilities(self.client, token, list(markers))
-        if not markers:
-            await identify(self.client, token)  # still refuse a token Vault does not accept
+        allowed = [c for m, c in markers.items() if caps.get(m, frozenset()) & _MAY_CHECK_OUT]
         rows: list[dict[str, object]] = []
-        for marker, doc in markers.items():
-            if caps.get(marker, frozenset()) & {"read", "update", "sudo", "root"}:
-                rows.extend(doc_view(doc))
+        for cluster_id in allowed:  # only the documents this caller may see are read
+            rows.extend(doc_view(await self.store.read(cluster_id)))
         return rows
 
     # -- rotator's side ---------------------------------------------------------------------

@@ -214,6 +214,8 @@ def _ttl(value: object) -> float | None:
         return parse_duration(value, key="ttl")
     except ConfigError as exc:
         raise LeaseError(exc.message, code="InvalidTtl", status=400) from None
+    except OverflowError:  # a JSON integer too large for a float
+        raise LeaseError("'ttl' is out of range", code="InvalidTtl", status=400) from None
 
 
 async def _json(request: web.Request, backend: LeaseBackend) -> dict[str, Any]:
