@@ -249,3 +249,32 @@ async def test_hostile_checkout_bodies_get_400_not_500(body: bytes, code: str) -
         )
         assert response.status == 400
         assert (await response.json())["code"] == code
+
+
+@pytest.mark.asyncio
+async def test_rotate_and_plan_see_held_and_owed_clusters_and_plan_writes_nothing() -> None:
+    from rotator.engine.rotation import Target
+    from rotator.leases.cron import lease_state, with_lease_ends
+
+    vault = fleet()
+    svc = service(vault)
+    await svc.checkout(BOB, "ehpc-bj-2", ttl=600, reason="")
+    short = await svc.checkout(BOB, "ehpc-hz-1", ttl=60, reason="")
+    client = cast(VaultClient, cast(Any, vault))
+    later = T0 + timedelta(seconds=120)  # hz-1's lease has expired, bj-2's is open
+    before = dict(vault.kv)
+    planned = await lease_state(client, now=later, write=False)
+    assert vault.kv == before
+    assert planned.owed == {"ehpc-hz-1": short.lease.expires_at}
+    assert list(planned.held) == ["ehpc-bj-2"]
+    assert "tok-bob" in planned.held["ehpc-bj-2"]
+    targets = with_lease_ends(
+        [Target("ehpc-bj-2", ""), Target("ehpc-hz-1", "")], planned.owed, planned.held
+    )
+    assert targets[0].held
+    assert targets[0].not_before is None
+    assert targets[1].not_before == short.lease.expires_at
+    assert not targets[1].held
+    state = await lease_state(client, now=later)
+    assert state == planned
+    assert (await svc.store.read("ehpc-hz-1")).rotation_due == short.lease.expires_at

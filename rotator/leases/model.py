@@ -226,6 +226,18 @@ class LeaseDoc:
     def next_expiry(self) -> datetime | None:
         return min((lease.expires_at for lease in self.leases), default=None)
 
+    def held_reason(self) -> str | None:
+        """Why a period rotation waits (open leases: holders and the last expiry), else None."""
+        if not self.leases:
+            return None
+        names = sorted({lease.holder.name for lease in self.leases})
+        until = max(lease.expires_at for lease in self.leases)
+        return (
+            f"checked out by {', '.join(names[:5])}"
+            + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            + f" until {_time(until)}"
+        )
+
     def to_data(self) -> dict[str, object]:
         data: dict[str, object] = {
             **self.extra,

@@ -112,6 +112,8 @@ class Daemon:
         self.schedule_intake = ScheduleIntake(
             self.queue, self.metrics, self.schedule, self.inventory, on_refresh=self.leases.wake
         )
+        # Open check-out leases hold their clusters' period rotations until the lease ends.
+        self.leases.on_holds = self.schedule_intake.hold
         self.event_intake = EventIntake(
             self.queue, self.metrics, self.inventory, events_addr=events_addr, now=now
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -156,6 +156,15 @@ class ScheduleIntake:
         self.metrics.trigger(TriggerSource.LEASE.value, len(due))
         self.metrics.queue_depth.set(self.queue.depth)
         log.info("lease_triggers", clusters=len(due), trigger_id=trigger_id)
+
+    def hold(self, held: Mapping[str, str]) -> None:
+        """Checked-out clusters (from the lease intake): their period rotations wait."""
+        before = {c for c in self.schedule.cluster_ids if self.schedule.held_reason(c)}
+        self.schedule.hold(held)
+        for cluster_id in sorted(held.keys() - before):
+            if (why := self.schedule.held_reason(cluster_id)) is not None:
+                log.info("period_rotation_held", cluster_id=cluster_id, reason=why)
+        self.changed.set()  # a hold lifted: its cluster may be due now
 
     def release(self, cluster_ids: Collection[str]) -> None:
         for cluster_id in cluster_ids:
