@@ -464,3 +464,49 @@ async def test_a_failed_lease_end_rotation_stays_visible_and_is_retried(
             await eventually(lambda: settled(env, cluster_id), what="the retried rotation")
             assert retries.is_set()
         assert await env.changes() == {cluster_id: 1}
+
+
+async def test_a_checked_out_cluster_that_falls_due_is_held_until_forced(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    """A period rotation does not change a checked-out password under its holder; --force does."""
+    async with make_env(tmp_path, sim_factory, openbao, vault_paths, clusters=2) as env:
+        ids = sorted(await env.changes())
+        await import_passwords(env)
+        past = datetime.now(UTC) - timedelta(days=1)
+        for cluster_id in ids:
+            await env.set_due(cluster_id, past)
+        await LeaseStore(env.store.client).update(
+            ids[0],
+            lambda doc: model.checkout(
+                doc,
+                Holder("oidc-erin", entity_id="e-erin"),
+                ttl=3600,
+                reason="",
+                policy=CheckoutPolicy(),
+                now=datetime.now(UTC),
+            ),
+        )
+        config = str(env.config)
+        code, out, err = await rotator_cli(
+            "plan", "--config", config, "--json", token=None, home=tmp_path
+        )
+        assert code == 0, err
+        rows = {row["cluster_id"]: row for row in json.loads(out)["clusters"]}
+        assert rows[ids[0]]["action"] == "skip"
+        assert rows[ids[0]]["code"] == "CheckedOut"
+        assert "oidc-erin" in rows[ids[0]]["reason"]
+        assert rows[ids[1]]["action"] == "rotate"
+        code, out, err = await rotator_cli(
+            "rotate", "--all", "--config", config, "--json", token=None, home=tmp_path
+        )
+        assert code == 0, err
+        assert await env.changes() == {ids[0]: 0, ids[1]: 1}
+        held = [o for o in json.loads(out)["clusters"] if o["cluster_id"] == ids[0]]
+        assert held[0]["code"] == "CheckedOut", held
+        code, out, err = await rotator_cli(
+            "rotate", "--cluster", ids[0], "--force", "--config", config, "--json",
+            token=None, home=tmp_path,
+        )  # fmt: skip
+        assert code == 0, err
+        assert await env.changes() == {ids[0]: 1, ids[1]: 1}
