@@ -44,7 +44,7 @@ from rotator.leases.service import LeaseService
 from rotator.leases.vault import LeaseStore
 from rotator.secret import Secret
 from rotator.serve.app import Listener, build_app, tls_context
-from rotator.serve.events import EventStream
+from rotator.serve.events import LEASES, SCHEDULE, EventStream, VaultEvent
 from rotator.serve.generation import Generations
 from rotator.serve.intake import EventIntake, Inventory, ScheduleIntake, WebhookIntake
 from rotator.serve.leases import LeaseIntake, policy_from
@@ -115,7 +115,12 @@ class Daemon:
         # Open check-out leases hold their clusters' period rotations until the lease ends.
         self.leases.on_holds = self.schedule_intake.hold
         self.event_intake = EventIntake(
-            self.queue, self.metrics, self.inventory, events_addr=events_addr, now=now
+            self.queue,
+            self.metrics,
+            self.inventory,
+            events_addr=events_addr,
+            on_change=self._vault_changed,
+            now=now,
         )
         self.webhook = WebhookIntake(
             self.queue,
@@ -131,6 +136,8 @@ class Daemon:
         self.listening = asyncio.Event()
         self.draining = False
         self._stop = asyncio.Event()
+        self._rereads: set[asyncio.Task[None]] = set()
+        """Due-time re-reads started by events (kept so they are not garbage collected)."""
 
     # -- views ------------------------------------------------------------------------------
 
@@ -184,6 +191,19 @@ class Daemon:
 
     def lease_changed(self) -> None:
         self.leases.wake()  # the reconcile re-arms the timer for the earliest expiry
+
+    def _vault_changed(self, kind: str, cluster_id: str, _event: VaultEvent) -> None:
+        """A Vault event about a lease document or a VNC secret (no rotation asked)."""
+        if kind == LEASES:
+            self.leases.wake()  # another replica's checkout or check-in: reconcile now
+            return
+        runtime = self._runtime
+        if kind == SCHEDULE and runtime is not None and cluster_id in self.schedule:
+            task = asyncio.create_task(
+                self.schedule_intake.reread(runtime, cluster_id), name="serve:reread"
+            )
+            self._rereads.add(task)
+            task.add_done_callback(self._rereads.discard)
 
     # -- life cycle -------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from rotator.vault.devserver import OpenBaoServer
 from rotator.vault.setup import default_policy_dir, render_policy
 from tests.integration.test_serve import Env, eventually, make_env, metric, running, scrape
 from tests.integration.test_serve_replicas import Replica, import_passwords, start_replica
+from tests.support.events import FakeEventServer, event_server, kv_event  # noqa: F401 - fixture
 from tests.support.sim import SimFactory
 from tests.support.vault import VaultPaths, create_token
 
@@ -510,3 +511,50 @@ async def test_a_checked_out_cluster_that_falls_due_is_held_until_forced(
         )  # fmt: skip
         assert code == 0, err
         assert await env.changes() == {ids[0]: 1, ids[1]: 1}
+
+
+async def test_a_lease_written_elsewhere_holds_the_schedule_at_once_on_a_vault_event(
+    tmp_path: Path,
+    sim_factory: SimFactory,
+    openbao: OpenBaoServer,
+    vault_paths: VaultPaths,
+    event_server: FakeEventServer,  # noqa: F811 - the fixture
+) -> None:
+    """Vault Enterprise push: another replica's checkout (a write to the lease document) is
+    seen at once, not at the next schedule refresh; without it, the reconcile poll remains."""
+    event_server.token = openbao.root_token.reveal()
+    kind = "kv-v2/data-write"
+    async with make_env(tmp_path, sim_factory, openbao, vault_paths, clusters=1) as env:
+        (cluster_id,) = sorted(await env.changes())
+        await import_passwords(env)
+        await env.not_due(cluster_id)
+        env.reconfigure(serve={"event_types": [kind], "schedule_refresh": "1h"})
+        async with running(env.daemon(events_addr=event_server.addr)) as daemon:
+            await event_server.wait_connected(kind)
+            await eventually(
+                _true_when(lambda: daemon.leases.reconciles >= 1), what="the first reconcile"
+            )
+            assert daemon.schedule.held_reason(cluster_id) is None
+            store = LeaseStore(env.store.client)
+            await store.update(
+                cluster_id,
+                lambda doc: model.checkout(
+                    doc,
+                    Holder("oidc-erin", entity_id="e-erin"),
+                    ttl=3600,
+                    reason="",
+                    policy=CheckoutPolicy(),
+                    now=datetime.now(UTC),
+                ),
+            )
+            mount = env.store.client.settings.kv_mount
+            leases_path = store.leases_path
+            delivered = await event_server.send(
+                kind, kv_event(f"{mount}/data/{leases_path}/{cluster_id}")
+            )
+            assert delivered == 1  # the subscription's data_path filter lets it through
+            await eventually(
+                _true_when(lambda: daemon.schedule.held_reason(cluster_id) is not None),
+                what="the schedule to hold the checked-out cluster",
+            )
+            assert "data_path matches" in event_server.filters[kind]
