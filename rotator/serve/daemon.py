@@ -138,6 +138,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._rereads: set[asyncio.Task[None]] = set()
         """Due-time re-reads started by events (kept so they are not garbage collected)."""
+        self._rereading: set[str] = set()
 
     # -- views ------------------------------------------------------------------------------
 
@@ -198,12 +199,25 @@ class Daemon:
             self.leases.wake()  # another replica's checkout or check-in: reconcile now
             return
         runtime = self._runtime
-        if kind == SCHEDULE and runtime is not None and cluster_id in self.schedule:
-            task = asyncio.create_task(
-                self.schedule_intake.reread(runtime, cluster_id), name="serve:reread"
-            )
-            self._rereads.add(task)
-            task.add_done_callback(self._rereads.discard)
+        if (
+            kind != SCHEDULE
+            or runtime is None
+            or cluster_id not in self.schedule
+            or cluster_id in self._rereading  # one re-read per cluster in flight
+            or self.queue.holds(cluster_id)  # our own batch re-reads it when done
+        ):
+            return
+        self._rereading.add(cluster_id)
+        task = asyncio.create_task(
+            self.schedule_intake.reread(runtime, cluster_id), name="serve:reread"
+        )
+        self._rereads.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._rereads.discard(finished)
+            self._rereading.discard(cluster_id)
+
+        task.add_done_callback(done)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -276,6 +290,7 @@ class Daemon:
             return reloading
         finally:
             self.leases.bind(None)
+            tasks += self._rereads  # they use this generation's runtime, about to close
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
