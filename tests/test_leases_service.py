@@ -278,3 +278,41 @@ async def test_rotate_and_plan_see_held_and_owed_clusters_and_plan_writes_nothin
     state = await lease_state(client, now=later)
     assert state == planned
     assert (await svc.store.read("ehpc-hz-1")).rotation_due == short.lease.expires_at
+
+
+@pytest.mark.asyncio
+async def test_a_checkout_while_a_rotation_is_in_flight_is_told_to_retry_after_it() -> None:
+    """The password read now would be replaced by the one being applied: not handed out."""
+    vault = fleet()
+    busy: set[str] = {"ehpc-bj-2"}
+
+    async def rotating(cluster_id: str) -> bool:
+        return cluster_id in busy
+
+    svc = service(vault)
+    svc.rotating = rotating
+    with pytest.raises(LeaseError) as caught:
+        await svc.checkout(BOB, "ehpc-bj-2", ttl=600, reason="")
+    assert caught.value.status == 409
+    assert caught.value.code == "RotationInProgress"
+    assert caught.value.retry_after
+    assert (await svc.store.read("ehpc-bj-2")).leases == ()
+    busy.clear()
+    result = await svc.checkout(BOB, "ehpc-bj-2", ttl=600, reason="")
+    assert result.password.reveal() == "pw-ehpc-bj-2"
+
+
+@pytest.mark.asyncio
+async def test_an_owed_lease_end_rotation_answers_rotation_pending_before_in_progress() -> None:
+    vault = fleet()
+    svc = service(vault)
+    lease = (await svc.checkout(BOB, "ehpc-bj-2", ttl=600, reason="")).lease
+    await svc.checkin(BOB, lease.lease_id)
+
+    async def rotating(_cluster_id: str) -> bool:
+        return True  # the lease-end trigger is queued
+
+    svc.rotating = rotating
+    with pytest.raises(LeaseError) as caught:
+        await svc.checkout(BOB, "ehpc-bj-2", ttl=600, reason="")
+    assert caught.value.code == "RotationPending"

@@ -39,6 +39,7 @@ __all__ = [
     "expire",
     "is_cluster_id",
     "new_lease_id",
+    "refuse_while_owed",
     "rotated",
     "rotation_failed",
     "valid_cluster_id",
@@ -308,6 +309,13 @@ def _pending(doc: LeaseDoc, now: datetime) -> LeaseError:
         cluster_id=doc.cluster_id,
         retry_after=wait,
     )
+
+
+def refuse_while_owed(doc: LeaseDoc, now: datetime) -> None:
+    """LeaseError 409 ``RotationPending`` while a lease-end rotation is owed."""
+    doc = expire(doc, now)
+    if doc.rotation_due is not None:
+        raise _pending(doc, now)
 
 
 def checkout(

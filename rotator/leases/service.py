@@ -28,13 +28,17 @@ from rotator.leases.model import CheckoutPolicy, Holder, Lease, LeaseDoc, LeaseE
 from rotator.leases.vault import LeaseStore, capabilities, identify
 from rotator.secret import Secret
 
-__all__ = ["CheckoutResult", "LeaseService", "PasswordReader", "retry_delay"]
+__all__ = ["CheckoutResult", "LeaseService", "PasswordReader", "RotationProbe", "retry_delay"]
 
 log = structlog.get_logger("rotator.leases")
 
 PasswordReader = Callable[[str], Awaitable[Secret | None]]
 """Reads a cluster's current VNC password with rotator's own token (None: none stored yet)."""
 
+RotationProbe = Callable[[str], Awaitable[bool]]
+"""True while a rotation of the cluster is queued or in flight (a pending password exists)."""
+
+_IN_FLIGHT_RETRY = 30.0
 _MAY_CHECK_OUT = frozenset({"read", "update", "sudo", "root"})
 _FIRST_RETRY = 30.0
 _MAX_RETRY = 3600.0
@@ -120,6 +124,8 @@ class LeaseService:
         self.read_password = read_password
         self.policy = policy
         self.now = now
+        self.rotating: RotationProbe | None = None
+        """Is a rotation of this cluster queued or in flight? (the daemon sets it)"""
 
     # -- authorization ----------------------------------------------------------------------
 
@@ -152,6 +158,18 @@ class LeaseService:
                 code="NoPassword",
                 status=404,
                 cluster_id=cluster_id,
+            )
+        if self.rotating is not None:
+            # A lease-end debt answers first (RotationPending, with its own retry time).
+            model.refuse_while_owed(await self.store.read(cluster_id), self.now())
+        if self.rotating is not None and await self.rotating(cluster_id):
+            # The password read now is about to be replaced: hand out the new one instead.
+            raise LeaseError(
+                f"{cluster_id}'s password is being rotated right now; retry after the rotation",
+                code="RotationInProgress",
+                status=409,
+                cluster_id=cluster_id,
+                retry_after=_IN_FLIGHT_RETRY,
             )
         now = self.now()
         _doc, lease = await self.store.update(

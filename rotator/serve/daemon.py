@@ -259,12 +259,22 @@ class Daemon:
         async def read_password(cluster_id: str) -> Secret | None:
             return (await runtime.store.read_vnc(cluster_id)).password
 
-        return LeaseService(
+        async def rotating(cluster_id: str) -> bool:
+            # Queued or running here, or a password in flight from any replica.
+            if self.queue.holds(cluster_id):
+                return True
+            # The pending record keeps the password it made current after a commit: only one
+            # that differs from the committed password is in flight.
+            return (await runtime.store.read_vnc(cluster_id)).in_flight is not None
+
+        service = LeaseService(
             LeaseStore(runtime.vault),
             read_password,
             policy_from(runtime.settings.serve),
             now=self.now,
         )
+        service.rotating = rotating
+        return service
 
     async def _generation(self, runtime: Runtime) -> bool:
         """Run until stop (False) or a valid reload (True)."""
