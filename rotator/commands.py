@@ -180,7 +180,7 @@ async def rotate(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
             return _refuse_empty(settings, selection)
         # Check-out leases: a cluster whose last lease ended is rotated unless done since; one
         # with an open lease is held (CheckedOut) unless --force.
-        leases = await lease_state(runtime.vault)
+        leases = await lease_state(runtime.vault, write=not args.dry_run)  # a plan writes nothing
         lease_ends = leases.owed
         targets = with_lease_ends(targets, lease_ends, leases.held)
         if args.dry_run:
