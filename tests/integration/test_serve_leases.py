@@ -388,6 +388,14 @@ async def test_rotate_runs_rotate_clusters_whose_lease_expired(
         await env.not_due(*ids)
         await expired_lease(env, ids[0], Holder("oidc-erin", entity_id="e-erin"))
         code, out, err = await rotator_cli(
+            "rotate", "--cluster", ids[0], "--dry-run", "--config", str(env.config), "--json",
+            token=None, home=tmp_path,
+        )  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["clusters"][0]["action"] == "rotate"
+        unchanged = await lease_doc(env, ids[0])
+        assert (len(unchanged.leases), unchanged.rotation_due) == (1, None)  # a plan writes nothing
+        code, out, err = await rotator_cli(
             "rotate", "--cluster", ids[0], "--config", str(env.config), "--json",
             token=None, home=tmp_path,
         )  # fmt: skip
