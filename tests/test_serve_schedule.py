@@ -286,6 +286,7 @@ def test_a_checked_out_cluster_is_held_until_its_lease_ends() -> None:
     assert sorted(d.cluster_id for d in schedule.pop_due()) == ["free", "stuck"]
     assert schedule.held_reason("held") == "checked out by alice"
     assert schedule.pop_due() == []
+    assert schedule.held_due() == ["held"]  # due, and waiting for the lease (a metric)
     schedule.hold({})  # the lease ended
     assert [d.cluster_id for d in schedule.pop_due()] == ["held"]
     assert schedule.held_reason("held") is None

@@ -135,6 +135,7 @@ class ScheduleIntake:
                         _REFRESH_RETRY, runtime.settings.serve.schedule_refresh
                     )
             self.fire_due()
+            self.metrics.checkout_rotations_held.set(len(self.schedule.held_due()))
             until_due = self.schedule.seconds_until_next_due()
             self.metrics.seconds_until_next_due.set(-1 if until_due is None else until_due)
             wait = next_refresh - time.monotonic()

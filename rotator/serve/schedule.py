@@ -280,6 +280,15 @@ class Schedule:
             return None
         return self._held[cluster_id]
 
+    def held_due(self) -> list[str]:
+        """Held clusters whose period rotation is due now (they rotate when the lease ends)."""
+        now = self.now()
+        return sorted(
+            cluster_id
+            for cluster_id, entry in self._entries.items()
+            if self._is_held(entry) and not entry.in_flight and entry.fire_at <= now
+        )
+
     def _is_held(self, entry: _Entry) -> bool:
         # A pending password is finished even under a lease: the cluster's password is unknown.
         return entry.lease.cluster_id in self._held and entry.lease.status != "pending"
