@@ -26,7 +26,7 @@ from rotator.engine.ports import NoHooks
 from rotator.engine.report import ClusterOutcome, Outcome
 from rotator.engine.runtime import new_run_id, open_runtime
 from rotator.errors import ConfigError
-from rotator.leases.cron import lease_ends_owed, settle_lease_ends, with_lease_ends
+from rotator.leases.cron import lease_state, settle_lease_ends, with_lease_ends
 from rotator.logs import quiet_cluster_events
 from rotator.passwords import VaultPasswordSource, rule_named, verify
 from rotator.vault.store import VncState, parse_time
@@ -178,9 +178,11 @@ async def rotate(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
         targets = await resolve_targets(runtime, selection)
         if not targets and not args.allow_empty:
             return _refuse_empty(settings, selection)
-        # Check-out leases: a cluster whose last lease ended is rotated unless done since.
-        lease_ends = await lease_ends_owed(runtime.vault)
-        targets = with_lease_ends(targets, lease_ends)
+        # Check-out leases: a cluster whose last lease ended is rotated unless done since; one
+        # with an open lease is held (CheckedOut) unless --force.
+        leases = await lease_state(runtime.vault, write=not args.dry_run)  # a plan writes nothing
+        lease_ends = leases.owed
+        targets = with_lease_ends(targets, lease_ends, leases.held)
         if args.dry_run:
             return await _print_plan(runtime, targets, as_json=args.json, force=args.force)
         run_id = new_run_id()
@@ -290,8 +292,9 @@ async def plan(settings: Settings, args: argparse.Namespace) -> int:
         targets = await resolve_targets(runtime, selection)
         if not targets:
             print("rotator: no cluster found; a rotate would find none", file=sys.stderr)
-        # As rotate does: a check-out lease that ended makes its cluster due.
-        targets = with_lease_ends(targets, await lease_ends_owed(runtime.vault))
+        # As rotate sees check-out leases (ended ones rotate, open ones hold); nothing written.
+        leases = await lease_state(runtime.vault, write=False)
+        targets = with_lease_ends(targets, leases.owed, leases.held)
         return await _print_plan(runtime, targets, as_json=args.json, force=args.force)
 
 

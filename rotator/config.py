@@ -181,7 +181,7 @@ class ServeSettings:
     listen: str = "0.0.0.0:8080"
     webhook_token_file: str = ""
     webhook_hmac_secret_file: str = ""
-    event_types: list[str] = field(default_factory=lambda: ["kv-v2/data-write"])
+    event_types: list[str] = field(default_factory=lambda: ["kv-v2/data-write", "kv-v2/data-patch"])
     trigger_path: str = "ehpc/trigger"
     schedule_refresh: float = _duration("5m")
     window: str = ""

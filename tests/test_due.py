@@ -88,3 +88,18 @@ def test_the_reason_names_the_due_time() -> None:
     decision = decide(TARGET, _state(), now=NOW, default_period=30 * DAY)
     assert decision.action == "skip"
     assert decision.reason == "not due until 2026-12-30 02:00Z"
+
+
+def test_a_checked_out_cluster_is_held_unless_forced_or_triggered() -> None:
+    from dataclasses import replace
+
+    held = replace(TARGET, held="checked out by alice until 2026-12-01 04:00Z")
+    due = _state(rotated_days_ago=40, next_in_days=-10)
+    decision = decide(held, due, now=NOW, default_period=30 * DAY)
+    assert (decision.rotate, decision.code) == (False, "CheckedOut")
+    assert "alice" in decision.reason
+    assert decide(held, due, now=NOW, default_period=30 * DAY, force=True).rotate
+    # A lease that ended (not_before) or a pending password still rotate.
+    ended = replace(held, not_before=NOW - timedelta(minutes=1))
+    assert decide(ended, due, now=NOW, default_period=30 * DAY).rotate
+    assert decide(held, _state(pending=True), now=NOW, default_period=30 * DAY).rotate

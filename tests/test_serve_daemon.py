@@ -52,3 +52,37 @@ def test_bad_serve_settings_are_refused_up_front(serve: dict[str, Any], message:
     settings = Settings(serve=ServeSettings(**serve))
     with pytest.raises(ConfigError, match=message):
         Daemon(settings)
+
+
+@pytest.mark.asyncio
+async def test_a_flood_of_vnc_write_events_rereads_each_cluster_once_at_a_time() -> None:
+    """Every rotation writes its VNC secret, so a 10,000-cluster batch is 10,000 events: one
+    re-read per cluster in flight, none for a cluster our own queue holds (the batch re-reads)."""
+    import asyncio
+
+    from rotator.engine.model import VncState
+    from rotator.serve.events import SCHEDULE
+    from rotator.serve.schedule import Lease
+
+    release = asyncio.Event()
+    reads: list[str] = []
+
+    @dataclass
+    class _SlowStore(_Store):
+        async def read_vnc(self, cluster_id: str) -> VncState:
+            reads.append(cluster_id)
+            await release.wait()
+            return VncState(cluster_id)
+
+    daemon = Daemon(Settings())
+    daemon._runtime = cast(Runtime, cast(Any, _Runtime(_SlowStore())))
+    daemon.schedule.replace_all([Lease("c-1"), Lease("c-2")])
+    event = cast(Any, None)
+    for _ in range(1000):
+        daemon._vault_changed(SCHEDULE, "c-1", event)
+    daemon._vault_changed(SCHEDULE, "c-2", event)
+    assert len(daemon._rereads) == 2
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*daemon._rereads)
+    assert sorted(reads) == ["c-1", "c-2"]

@@ -99,3 +99,23 @@ def test_deeply_nested_messages_are_refused_not_a_recursion_error() -> None:
         parse_event(raw)
     nested = json.dumps({"id": "e-1", "data": {"event_type": "x", "deep": [[[[[[[[1]]]]]]]]}})
     assert parse_event(nested).id == "e-1"
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("2.0.0+ent", ["kv-v2/data-write", "lease/expired", "lease/revoked"]),
+        ("2.1.3+ent.hsm", ["kv-v2/data-write", "lease/expired", "lease/revoked"]),
+        ("1.19.2+ent", ["kv-v2/data-write"]),
+        ("2.2.0", ["kv-v2/data-write"]),  # OpenBao 2.x / Vault CE: no lease events
+        ("", ["kv-v2/data-write"]),
+        ("garbage+ent", ["kv-v2/data-write"]),
+    ],
+)
+def test_lease_events_are_subscribed_on_vault_enterprise_2_and_later(
+    version: str, expected: list[str]
+) -> None:
+    from rotator.serve.events import with_lease_events
+
+    assert with_lease_events(["kv-v2/data-write"], version) == expected
+    assert with_lease_events([], version) == []  # events switched off stay off

@@ -89,3 +89,25 @@ async def test_after_a_batch_debts_are_paid_failures_recorded_and_claims_left_al
     assert service.rotated == [("a", not_before), ("b", not_before)]
     assert service.failed == [("c", "AgentError")]
     assert queue.depth == 4  # untouched by after_batch: the queue's own run would take them
+
+
+@pytest.mark.asyncio
+async def test_reconcile_reports_the_checked_out_clusters_whose_period_rotation_waits() -> None:
+    from rotator.leases.model import Holder, Lease
+
+    alice = Holder("oidc-alice", entity_id="e-1")
+    open_doc = LeaseDoc(
+        "c-1",
+        leases=(Lease("c-1:01", alice, "debug", T0, T0 + timedelta(hours=1)),),
+    )
+    service = FakeService([open_doc, LeaseDoc("c-2")])
+    holds: list[dict[str, str]] = []
+    lease_intake, _queue = intake(service)
+    lease_intake.on_holds = lambda held: holds.append(dict(held))
+    await lease_intake.reconcile()
+    assert list(holds[-1]) == ["c-1"]
+    assert "oidc-alice" in holds[-1]["c-1"]
+    assert "2026-05-01T13:00" in holds[-1]["c-1"]
+    service.docs = [LeaseDoc("c-1", rotation_due=T0, ended="checked in")]
+    await lease_intake.reconcile()
+    assert holds[-1] == {}

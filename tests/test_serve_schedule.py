@@ -267,3 +267,26 @@ def test_refresh_adds_new_clusters_and_drops_removed_ones() -> None:
     schedule.replace_all([lease("b", next_rotation_at=future), lease("c")])
     assert schedule.cluster_ids == ["b", "c"]
     assert [d.cluster_id for d in schedule.pop_due()] == ["c"]
+
+
+def test_a_checked_out_cluster_is_held_until_its_lease_ends() -> None:
+    """Vault's LDAP library and CyberArk do not rotate a checked-out password under its holder."""
+    clock = Clock(at("2026-05-01T00:00:00"))
+    schedule = make(clock)
+    past = format_time(clock.now - timedelta(days=1))
+    schedule.replace_all(
+        [
+            lease("held", next_rotation_at=past),
+            lease("free", next_rotation_at=past),
+            lease("stuck", status="pending", next_rotation_at=past),
+        ]
+    )
+    schedule.hold({"held": "checked out by alice", "stuck": "checked out by bob"})
+    # A pending password is finished even under a lease: the cluster's password is unknown.
+    assert sorted(d.cluster_id for d in schedule.pop_due()) == ["free", "stuck"]
+    assert schedule.held_reason("held") == "checked out by alice"
+    assert schedule.pop_due() == []
+    assert schedule.held_due() == ["held"]  # due, and waiting for the lease (a metric)
+    schedule.hold({})  # the lease ended
+    assert [d.cluster_id for d in schedule.pop_due()] == ["held"]
+    assert schedule.held_reason("held") is None

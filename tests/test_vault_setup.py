@@ -20,18 +20,22 @@ from rotator.vault.setup import (
 
 
 def test_the_events_policy_grants_what_a_vault_subscription_needs() -> None:
-    """Vault Enterprise (1.16+): read on sys/events/subscribe/<type>, and list + subscribe with
-    subscribe_event_types on the path an event is about (here the trigger path)."""
+    """Vault Enterprise (1.16+): read on sys/events/subscribe/<type> for exactly the types serve
+    subscribes to, and list + subscribe with subscribe_event_types on the paths an event is
+    about (the trigger path, the lease documents, the VNC secrets), nothing more."""
     settings = VaultSettings(kv_mount="kv", vnc_path="e/vnc")
     template = default_policy_dir().joinpath(EVENTS_POLICY[1]).read_text(encoding="utf-8")
     text = render_policy(template, settings, password_policy="pp", trigger_path="e/trigger")
     blocks = _blocks(text)
-    assert blocks["sys/events/subscribe/*"] == {"capabilities": ["read"]}
-    for path in ("kv/data/e/trigger/*", "kv/metadata/e/trigger/*"):
-        assert blocks[path] == {
+    kv_types = ["kv-v2/data-write", "kv-v2/data-patch"]
+    for event_type in (*kv_types, "lease/expired", "lease/revoked"):
+        assert blocks.pop(f"sys/events/subscribe/{event_type}") == {"capabilities": ["read"]}
+    for path in ("kv/data/e/trigger/*", "kv/data/e/leases/*", "kv/data/e/vnc/*"):
+        assert blocks.pop(path) == {
             "capabilities": ["list", "subscribe"],
-            "subscribe_event_types": ["kv*"],
+            "subscribe_event_types": kv_types,
         }
+    assert blocks == {}
 
 
 def _blocks(text: str) -> dict[str, dict[str, list[str]]]:

@@ -6,7 +6,9 @@
 A scheduled ``rotate --all`` (CronJob, systemd timer) rotates only what is due: never rotated,
 past ``next_rotation_at`` (or past its period, if the period was shortened since), or left
 ``pending``/``failed`` by an earlier run. Everything else is skipped with code ``NotDue``.
-``force`` rotates regardless (an incident, someone left the team).
+A cluster whose password is checked out (``Target.held``) is skipped with ``CheckedOut`` until
+the lease ends, unless a pending password or a lease end needs it. ``force`` rotates regardless
+(an incident, someone left the team).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from datetime import datetime, timedelta
 from rotator.engine.model import VncState, parse_time
 from rotator.engine.rotation import Target
 
-__all__ = ["NOT_DUE", "Decision", "decide"]
+__all__ = ["CHECKED_OUT", "NOT_DUE", "Decision", "decide"]
 
 NOT_DUE = "NotDue"
 NOT_RUNNING = "ClusterNotRunning"
+CHECKED_OUT = "CheckedOut"
 # Statuses an earlier run leaves when the cluster still needs a rotation.
 _UNFINISHED = frozenset({"pending", "failed"})
 
@@ -71,10 +74,19 @@ def decide(
         return Decision(True, "a pending password from an earlier run (re-applied as is)")
     if state.password is None:
         return Decision(True, "never rotated")
-    last = state.rotated_at or parse_time(state.custom_metadata.get("last_rotated_at"))
-    if target.not_before is not None and (last is None or last < target.not_before):
-        # A check-out lease ended (or a trigger fired) after the current password was set.
+    # When the current password was generated: a holder may have seen anything staged before
+    # the lease ended (the engine judges a trigger the same way).
+    generated = (
+        state.staged_at
+        or state.rotated_at
+        or parse_time(state.custom_metadata.get("last_rotated_at"))
+    )
+    if target.not_before is not None and (generated is None or generated < target.not_before):
+        # A check-out lease ended (or a trigger fired) after the current password was made.
         return Decision(True, f"a check-out lease ended at {_when(target.not_before)}")
+    if target.held and not force:
+        # Not under a holder's feet: the lease's end rotates it (as Vault's LDAP library does).
+        return Decision(False, f"held: {target.held}", CHECKED_OUT)
     status = state.custom_metadata.get("status", "")
     if status in _UNFINISHED:
         code = state.custom_metadata.get("last_error_code")

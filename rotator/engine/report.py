@@ -49,6 +49,8 @@ class OutcomeCode(enum.StrEnum):
     INTERRUPTED = "Interrupted"
     """SIGTERM/SIGINT (the run's stop event) ended the rotation."""
     NOT_DUE = "NotDue"
+    CHECKED_OUT = "CheckedOut"
+    """Due, but held: the password is checked out (a lease is open) until the lease ends."""
     CLUSTER_NOT_RUNNING = "ClusterNotRunning"
     REGION_UNKNOWN = "RegionUnknown"
     INVALID_REGION = "InvalidRegion"

@@ -87,6 +87,10 @@ class Target:
     not_before: datetime | None = None
     """When this cluster's trigger fired: a rotation committed at or after it (by any replica)
     satisfies the trigger. None: the run's start."""
+    held: str = ""
+    """Why a due rotation waits (an open check-out lease: its holders keep the password until
+    it ends); empty: not held. ``--force``, a trigger (``not_before``) and a pending password
+    rotate anyway."""
 
 
 @dataclass(slots=True)

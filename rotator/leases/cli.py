@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import ssl
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["COMMANDS", "add_arguments", "run"]
+__all__ = ["COMMANDS", "add_arguments", "insecure_server", "run"]
 
 COMMANDS = ("checkout", "leases", "renew", "checkin")
 SERVER_ENV = "ROTATOR_SERVER"
@@ -71,6 +73,32 @@ def _token() -> str | None:
         return None
 
 
+def insecure_server(server: str) -> str | None:
+    """Why the token must not go to ``server``, or None. Plain http:// only to this machine:
+    the request carries the person's own Vault token and the answer a password."""
+    url = urlsplit(server)
+    if url.scheme == "https":
+        return None
+    if url.scheme != "http":
+        return f"{server!r} is not an http(s):// URL"
+    host = url.hostname or ""
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a name: not known to be this machine
+    return (
+        f"refusing to send your Vault token to {server} over plain http://: use https:// "
+        "(rotator serve with serve.tls_cert_file/tls_key_file; --ca-cert for its CA)"
+    )
+
+
+def _server(args: argparse.Namespace) -> str:
+    return (args.server or os.environ.get(SERVER_ENV) or _DEFAULT_SERVER).rstrip("/")
+
+
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
     if args.command == "checkout":
         body: dict[str, Any] = {"cluster_id": args.cluster_id, "reason": args.reason}
@@ -90,7 +118,7 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
 async def _call(args: argparse.Namespace, token: str) -> tuple[int, dict[str, Any]]:
     import aiohttp  # noqa: PLC0415 - keeps `rotator --help` lean
 
-    server = (args.server or os.environ.get(SERVER_ENV) or _DEFAULT_SERVER).rstrip("/")
+    server = _server(args)
     method, path, body = _request(args)
     context: ssl.SSLContext | bool = True
     if args.ca_cert:
@@ -133,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
             "rotator: no Vault token: log in (bao login / vault login) or set VAULT_TOKEN",
             file=sys.stderr,
         )
+        return EXIT_USAGE
+    if (problem := insecure_server(_server(args))) is not None:
+        print(f"rotator: {problem}", file=sys.stderr)
         return EXIT_USAGE
     import aiohttp  # noqa: PLC0415 - keeps `rotator --help` lean
 

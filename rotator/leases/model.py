@@ -16,6 +16,8 @@ checkout is handed the old one. Nothing here does I/O; ``now`` is always passed 
 from __future__ import annotations
 
 import enum
+import math
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -35,12 +37,20 @@ __all__ = [
     "checkout",
     "cluster_of",
     "expire",
+    "is_cluster_id",
     "new_lease_id",
+    "refuse_while_owed",
     "rotated",
     "rotation_failed",
+    "valid_cluster_id",
 ]
 
 _FORMAT = 1
+
+_CLUSTER_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+"""One path segment, as the Vault store accepts. A ``/``, ``..`` or glob character would let a
+policy glob on the marker (``ehpc-hz-*`` matches ``ehpc-hz-1/../ehpc-bj-2``) authorize a path
+that the HTTP stack then normalizes to another cluster's."""
 
 
 def _time(value: datetime) -> str:
@@ -84,13 +94,29 @@ def new_lease_id(cluster_id: str) -> str:
     return f"{cluster_id}:{secrets.token_hex(8)}"
 
 
+def is_cluster_id(value: str) -> bool:
+    return bool(_CLUSTER_ID.match(value))
+
+
+def valid_cluster_id(cluster_id: str) -> str:
+    """``cluster_id`` when it is one path segment; else LeaseError 400 (nothing asked of Vault)."""
+    if not is_cluster_id(cluster_id):
+        raise LeaseError(
+            f"{cluster_id[:140]!r} is not a cluster id (letters, digits, '.', '_', '-'; at most "
+            "128 characters)",
+            code="InvalidClusterId",
+            status=400,
+        )
+    return cluster_id
+
+
 def cluster_of(lease_id: str) -> str:
     cluster_id, sep, suffix = lease_id.rpartition(":")
     if not sep or not cluster_id or not suffix:
         raise LeaseError(
             f"{lease_id!r} is not a lease id (<ClusterId>:<hex>)", code="InvalidLeaseId", status=400
         )
-    return cluster_id
+    return valid_cluster_id(cluster_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +182,8 @@ class CheckoutPolicy:
     default_ttl: float = 3600.0
     max_ttl: float = 8 * 3600.0
     """A lease never lives longer than this from its issue, renewals included."""
+    max_leases: int = 100
+    """Open leases per cluster (shared mode): the document stays small and reads stay cheap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +226,18 @@ class LeaseDoc:
 
     def next_expiry(self) -> datetime | None:
         return min((lease.expires_at for lease in self.leases), default=None)
+
+    def held_reason(self) -> str | None:
+        """Why a period rotation waits (open leases: holders and the last expiry), else None."""
+        if not self.leases:
+            return None
+        names = sorted({lease.holder.name for lease in self.leases})
+        until = max(lease.expires_at for lease in self.leases)
+        return (
+            f"checked out by {', '.join(names[:5])}"
+            + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            + f" until {_time(until)}"
+        )
 
     def to_data(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -244,6 +284,8 @@ class LeaseDoc:
 
 def _ttl(requested: float | None, policy: CheckoutPolicy) -> float:
     ttl = policy.default_ttl if requested is None else requested
+    if not math.isfinite(ttl):  # NaN passes both comparisons below, then breaks timedelta
+        raise LeaseError("the ttl must be a finite duration", code="InvalidTtl", status=400)
     if ttl <= 0:
         raise LeaseError("the ttl must be longer than 0s", code="InvalidTtl", status=400)
     if ttl > policy.max_ttl:
@@ -267,6 +309,13 @@ def _pending(doc: LeaseDoc, now: datetime) -> LeaseError:
         cluster_id=doc.cluster_id,
         retry_after=wait,
     )
+
+
+def refuse_while_owed(doc: LeaseDoc, now: datetime) -> None:
+    """LeaseError 409 ``RotationPending`` while a lease-end rotation is owed."""
+    doc = expire(doc, now)
+    if doc.rotation_due is not None:
+        raise _pending(doc, now)
 
 
 def checkout(
@@ -293,6 +342,15 @@ def checkout(
             status=409,
             cluster_id=doc.cluster_id,
             retry_after=max(1.0, (other.expires_at - now).total_seconds()),
+        )
+    if len(doc.leases) >= policy.max_leases:
+        raise LeaseError(
+            f"{doc.cluster_id} already has {len(doc.leases)} open leases (the most allowed); "
+            "check one in, or retry when one ends",
+            code="TooManyLeases",
+            status=409,
+            cluster_id=doc.cluster_id,
+            retry_after=max(1.0, (doc.leases[0].expires_at - now).total_seconds()),
         )
     seconds = _ttl(ttl, policy)
     lease = Lease(

@@ -28,13 +28,18 @@ from rotator.leases.model import CheckoutPolicy, Holder, Lease, LeaseDoc, LeaseE
 from rotator.leases.vault import LeaseStore, capabilities, identify
 from rotator.secret import Secret
 
-__all__ = ["CheckoutResult", "LeaseService", "PasswordReader", "retry_delay"]
+__all__ = ["CheckoutResult", "LeaseService", "PasswordReader", "RotationProbe", "retry_delay"]
 
 log = structlog.get_logger("rotator.leases")
 
 PasswordReader = Callable[[str], Awaitable[Secret | None]]
 """Reads a cluster's current VNC password with rotator's own token (None: none stored yet)."""
 
+RotationProbe = Callable[[str], Awaitable[bool]]
+"""True while a rotation of the cluster is queued or in flight (a pending password exists)."""
+
+_IN_FLIGHT_RETRY = 30.0
+_MAY_CHECK_OUT = frozenset({"read", "update", "sudo", "root"})
 _FIRST_RETRY = 30.0
 _MAX_RETRY = 3600.0
 
@@ -119,6 +124,8 @@ class LeaseService:
         self.read_password = read_password
         self.policy = policy
         self.now = now
+        self.rotating: RotationProbe | None = None
+        """Is a rotation of this cluster queued or in flight? (the daemon sets it)"""
 
     # -- authorization ----------------------------------------------------------------------
 
@@ -126,7 +133,7 @@ class LeaseService:
         """The caller and their capabilities on the cluster's marker; 403 without ``read``."""
         marker = self.store.marker(cluster_id)
         caps = (await capabilities(self.client, token, [marker]))[marker]
-        if not caps & {"read", "update", "sudo", "root"}:
+        if not caps & _MAY_CHECK_OUT:
             raise LeaseError(
                 f"this token may not check out {cluster_id}: it needs the ehpc-vnc-checkout "
                 f"policy (read on {marker})",
@@ -144,13 +151,25 @@ class LeaseService:
     async def checkout(
         self, token: Secret, cluster_id: str, *, ttl: float | None, reason: str
     ) -> CheckoutResult:
-        holder, _caps = await self._authorize(token, cluster_id)
+        holder, _caps = await self._authorize(token, model.valid_cluster_id(cluster_id))
         if await self.read_password(cluster_id) is None:
             raise LeaseError(
                 f"no VNC password is stored for {cluster_id} yet (it was never rotated)",
                 code="NoPassword",
                 status=404,
                 cluster_id=cluster_id,
+            )
+        if self.rotating is not None:
+            # A lease-end debt answers first (RotationPending, with its own retry time).
+            model.refuse_while_owed(await self.store.read(cluster_id), self.now())
+        if self.rotating is not None and await self.rotating(cluster_id):
+            # The password read now is about to be replaced: hand out the new one instead.
+            raise LeaseError(
+                f"{cluster_id}'s password is being rotated right now; retry after the rotation",
+                code="RotationInProgress",
+                status=409,
+                cluster_id=cluster_id,
+                retry_after=_IN_FLIGHT_RETRY,
             )
         now = self.now()
         _doc, lease = await self.store.update(
@@ -229,15 +248,15 @@ class LeaseService:
 
     async def visible(self, token: Secret) -> list[dict[str, object]]:
         """Rows for the clusters this caller may check out."""
-        docs = await self.all_docs()
-        markers = {self.store.marker(d.cluster_id): d for d in docs}
+        # The caller first: a token Vault refuses costs one call, not a read of every lease.
+        await identify(self.client, token)
+        clusters = await self.store.list_clusters()
+        markers = {self.store.marker(c): c for c in clusters}
         caps = await capabilities(self.client, token, list(markers))
-        if not markers:
-            await identify(self.client, token)  # still refuse a token Vault does not accept
+        allowed = [c for m, c in markers.items() if caps.get(m, frozenset()) & _MAY_CHECK_OUT]
         rows: list[dict[str, object]] = []
-        for marker, doc in markers.items():
-            if caps.get(marker, frozenset()) & {"read", "update", "sudo", "root"}:
-                rows.extend(doc_view(doc))
+        for cluster_id in allowed:  # only the documents this caller may see are read
+            rows.extend(doc_view(await self.store.read(cluster_id)))
         return rows
 
     # -- rotator's side ---------------------------------------------------------------------

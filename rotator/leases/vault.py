@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from rotator.errors import VaultConflictError, VaultError, VaultPermissionError
-from rotator.leases.model import Holder, LeaseDoc, LeaseError
+from rotator.leases.model import Holder, LeaseDoc, LeaseError, is_cluster_id, valid_cluster_id
 from rotator.secret import Secret
 from rotator.vault.client import VaultClient
 from rotator.vault.settings import VaultSettings
@@ -47,14 +47,14 @@ class LeaseStore:
         self.leases_path, self.checkout_path = lease_paths(self.settings)
 
     def _path(self, cluster_id: str) -> str:
-        return f"{self.leases_path}/{cluster_id}"
+        return f"{self.leases_path}/{valid_cluster_id(cluster_id)}"
 
     def marker(self, cluster_id: str) -> str:
         """The API path whose capabilities decide who may check ``cluster_id`` out."""
-        return f"{self.mount}/data/{self.checkout_path}/{cluster_id}"
+        return f"{self.mount}/data/{self.checkout_path}/{valid_cluster_id(cluster_id)}"
 
     def vnc_data_path(self, cluster_id: str) -> str:
-        return f"{self.mount}/data/{self.settings.vnc_path}/{cluster_id}"
+        return f"{self.mount}/data/{self.settings.vnc_path}/{valid_cluster_id(cluster_id)}"
 
     async def read(self, cluster_id: str) -> LeaseDoc:
         entry = await self.client.kv_read(self.mount, self._path(cluster_id))
@@ -65,7 +65,8 @@ class LeaseStore:
 
     async def list_clusters(self) -> list[str]:
         keys = await self.client.kv_list(self.mount, self.leases_path)
-        return sorted(k for k in keys if not k.endswith("/"))
+        # Only rotator writes there; a key that is no cluster id is someone else's: skip it.
+        return sorted(k for k in keys if not k.endswith("/") and is_cluster_id(k))
 
     async def update(
         self, cluster_id: str, change: Callable[[LeaseDoc], tuple[LeaseDoc, R]]

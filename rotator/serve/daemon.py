@@ -44,7 +44,7 @@ from rotator.leases.service import LeaseService
 from rotator.leases.vault import LeaseStore
 from rotator.secret import Secret
 from rotator.serve.app import Listener, build_app, tls_context
-from rotator.serve.events import EventStream
+from rotator.serve.events import LEASES, SCHEDULE, EventStream, VaultEvent
 from rotator.serve.generation import Generations
 from rotator.serve.intake import EventIntake, Inventory, ScheduleIntake, WebhookIntake
 from rotator.serve.leases import LeaseIntake, policy_from
@@ -112,8 +112,15 @@ class Daemon:
         self.schedule_intake = ScheduleIntake(
             self.queue, self.metrics, self.schedule, self.inventory, on_refresh=self.leases.wake
         )
+        # Open check-out leases hold their clusters' period rotations until the lease ends.
+        self.leases.on_holds = self.schedule_intake.hold
         self.event_intake = EventIntake(
-            self.queue, self.metrics, self.inventory, events_addr=events_addr, now=now
+            self.queue,
+            self.metrics,
+            self.inventory,
+            events_addr=events_addr,
+            on_change=self._vault_changed,
+            now=now,
         )
         self.webhook = WebhookIntake(
             self.queue,
@@ -129,6 +136,9 @@ class Daemon:
         self.listening = asyncio.Event()
         self.draining = False
         self._stop = asyncio.Event()
+        self._rereads: set[asyncio.Task[None]] = set()
+        """Due-time re-reads started by events (kept so they are not garbage collected)."""
+        self._rereading: set[str] = set()
 
     # -- views ------------------------------------------------------------------------------
 
@@ -183,6 +193,32 @@ class Daemon:
     def lease_changed(self) -> None:
         self.leases.wake()  # the reconcile re-arms the timer for the earliest expiry
 
+    def _vault_changed(self, kind: str, cluster_id: str, _event: VaultEvent) -> None:
+        """A Vault event about a lease document or a VNC secret (no rotation asked)."""
+        if kind == LEASES:
+            self.leases.wake()  # another replica's checkout or check-in: reconcile now
+            return
+        runtime = self._runtime
+        if (
+            kind != SCHEDULE
+            or runtime is None
+            or cluster_id not in self.schedule
+            or cluster_id in self._rereading  # one re-read per cluster in flight
+            or self.queue.holds(cluster_id)  # our own batch re-reads it when done
+        ):
+            return
+        self._rereading.add(cluster_id)
+        task = asyncio.create_task(
+            self.schedule_intake.reread(runtime, cluster_id), name="serve:reread"
+        )
+        self._rereads.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._rereads.discard(finished)
+            self._rereading.discard(cluster_id)
+
+        task.add_done_callback(done)
+
     # -- life cycle -------------------------------------------------------------------------
 
     def request_reload(self) -> None:
@@ -223,12 +259,22 @@ class Daemon:
         async def read_password(cluster_id: str) -> Secret | None:
             return (await runtime.store.read_vnc(cluster_id)).password
 
-        return LeaseService(
+        async def rotating(cluster_id: str) -> bool:
+            # Queued or running here, or a password in flight from any replica.
+            if self.queue.holds(cluster_id):
+                return True
+            # The pending record keeps the password it made current after a commit: only one
+            # that differs from the committed password is in flight.
+            return (await runtime.store.read_vnc(cluster_id)).in_flight is not None
+
+        service = LeaseService(
             LeaseStore(runtime.vault),
             read_password,
             policy_from(runtime.settings.serve),
             now=self.now,
         )
+        service.rotating = rotating
+        return service
 
     async def _generation(self, runtime: Runtime) -> bool:
         """Run until stop (False) or a valid reload (True)."""
@@ -254,6 +300,7 @@ class Daemon:
             return reloading
         finally:
             self.leases.bind(None)
+            tasks += self._rereads  # they use this generation's runtime, about to close
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

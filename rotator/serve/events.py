@@ -21,10 +21,11 @@ import asyncio
 import random
 import ssl
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import structlog
@@ -36,12 +37,19 @@ from rotator.serve._json import JsonTooDeepError, loads_bounded
 from rotator.vault.store import parse_time
 
 __all__ = [
+    "LEASES",
+    "LEASE_EVENT_TYPES",
+    "ROTATE",
+    "SCHEDULE",
+    "ChangeCallback",
     "EventMapper",
     "EventParseError",
     "EventStream",
     "RecentIds",
     "VaultEvent",
+    "data_path_filter",
     "parse_event",
+    "with_lease_events",
 ]
 
 log = structlog.get_logger("rotator.serve")
@@ -128,32 +136,59 @@ class RecentIds:
         return False
 
 
+ROTATE = "rotate"
+LEASES = "leases"
+SCHEDULE = "schedule"
+
+
 @dataclass(frozen=True, slots=True)
 class EventMapper:
-    """Which clusters an event is about.
+    """Which clusters an event is about, and what it asks for.
 
-    KV events: a write or delete at ``<kv_mount>/data/<trigger_path>/<ClusterId>``. Other events
+    KV events: a write, patch or delete at ``<kv_mount>/data/<trigger_path>/<ClusterId>`` rotates
+    that cluster; at ``<leases_path>/<ClusterId>`` (a checkout, renewal or check-in, maybe by
+    another replica) the leases are reconciled; at ``<vnc_path>/<ClusterId>`` (a rotation by
+    another replica, a person's edit) that cluster's due time is re-read. Other events
     (``lease/expired``, ``lease/revoked``): any known cluster id that is a segment of the path,
-    the lease id or another metadata value.
+    the lease id or another metadata value is rotated.
     """
 
     kv_mount: str
     trigger_path: str
     known: Callable[[], Collection[str]]
+    vnc_path: str = ""
+    leases_path: str = ""
 
     def clusters(self, event: VaultEvent) -> list[str]:
+        """The clusters the event asks to rotate."""
+        return [cluster_id for kind, cluster_id in self.route(event) if kind == ROTATE]
+
+    def kv_paths(self) -> list[str]:
+        """The KV paths (under the mount's ``data/``) whose events matter, for the filter."""
+        return [p for p in (self.trigger_path, self.leases_path, self.vnc_path) if p]
+
+    def route(self, event: VaultEvent) -> list[tuple[str, str]]:
+        """``(kind, cluster_id)`` pairs: kind is :data:`ROTATE`, :data:`LEASES` or
+        :data:`SCHEDULE`."""
         if event.event_type.startswith("kv"):
-            found = self._kv_cluster(event)
-            return [found] if found else []
+            for kind, base in (
+                (ROTATE, self.trigger_path),
+                (LEASES, self.leases_path),
+                (SCHEDULE, self.vnc_path),
+            ):
+                found = self._kv_cluster(event, base) if base else None
+                if found:
+                    return [(kind, found)]
+            return []
         known = self.known()
         hits: list[str] = []
         for value in event.metadata.values():
             for segment in value.split("/"):
                 if segment in known and segment not in hits:
                     hits.append(segment)
-        return hits
+        return [(ROTATE, cluster_id) for cluster_id in hits]
 
-    def _kv_cluster(self, event: VaultEvent) -> str | None:
+    def _kv_cluster(self, event: VaultEvent, base: str) -> str | None:
         if not event.path:
             return None
         mount = self.kv_mount.strip("/")
@@ -165,14 +200,59 @@ class EventMapper:
         operation, _, rest = path.partition("/")
         if operation not in _KV_OPERATIONS:
             rest = path  # a server that reports the path without the API segment
-        prefix = self.trigger_path.strip("/") + "/"
+        prefix = base.strip("/") + "/"
         if not rest.startswith(prefix):
             return None
         cluster_id = rest[len(prefix) :]
         return cluster_id if cluster_id and "/" not in cluster_id else None
 
 
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_-")
+_BRACKETED = frozenset(".+*?()|{}$^ ")
+
+
+def data_path_filter(kv_mount: str, paths: Iterable[str]) -> str | None:
+    """A Vault event filter (go-bexpr) that lets through KV v2 events for a secret directly
+    under one of ``paths``: ``data_path matches "^<mount>/data/<path>/[^/]+$" or ...``.
+
+    Regexp metacharacters are bracketed (``.`` -> ``[.]``) so no backslash has to survive two
+    levels of quoting; None (subscribe unfiltered, map on our side) for a path with a quote,
+    bracket or backslash.
+    """
+    terms: list[str] = []
+    for path in paths:
+        full = f"{kv_mount.strip('/')}/data/{path.strip('/')}"
+        pattern = ""
+        for char in full:
+            if char in _PLAIN:
+                pattern += char
+            elif char in _BRACKETED:
+                pattern += f"[{char}]"
+            else:
+                return None
+        terms.append(f'data_path matches "^{pattern}/[^/]+$"')
+    return " or ".join(terms) if terms else None
+
+
+LEASE_EVENT_TYPES = ("lease/expired", "lease/revoked")
+"""Vault Enterprise 2.0+ only."""
+
+
+def with_lease_events(event_types: Sequence[str], version: str) -> list[str]:
+    """``event_types`` plus the lease events when ``version`` (``sys/seal-status``) is Vault
+    Enterprise 2.0 or later; an empty list (events off) stays empty."""
+    wanted = list(event_types)
+    numbers, _, build = version.partition("+")
+    major = numbers.split(".", 1)[0]
+    if wanted and build.startswith("ent") and major.isdigit() and int(major) >= 2:
+        wanted += [t for t in LEASE_EVENT_TYPES if t not in wanted]
+    return wanted
+
+
 TriggerCallback = Callable[[str, datetime, VaultEvent], None]
+ChangeCallback = Callable[[str, str, VaultEvent], None]
+"""``(kind, cluster_id, event)`` for an event that asks for no rotation (:data:`LEASES`,
+:data:`SCHEDULE`)."""
 TokenSource = Callable[[], Awaitable[Secret]]
 
 
@@ -190,9 +270,9 @@ def forbidden_fix(event_type: str, kv_mount: str, trigger_path: str) -> str:
     return (
         f'grant the rotator token: path "sys/events/subscribe/{event_type}" '
         '{ capabilities = ["read"] } and path '
-        f'"{mount}/data/{trigger_path.strip("/")}/*" '
+        f'"{mount}/data/{trigger_path.strip("/")}/*" (and the leases and VNC paths) '
         f'{{ capabilities = ["list", "subscribe"], subscribe_event_types = ["{event_type}"] }} '
-        "(rotator vault-setup installs it in the rotator policy)"
+        "(rotator vault-setup --events installs the policy rotator-events)"
     )
 
 
@@ -207,6 +287,7 @@ class EventStream:
         event_types: Iterable[str],
         mapper: EventMapper,
         on_trigger: TriggerCallback,
+        on_change: ChangeCallback | None = None,
         namespace: str = "",
         ssl_context: ssl.SSLContext | bool = True,
         initial_backoff: float = 0.5,
@@ -220,6 +301,10 @@ class EventStream:
         self.event_types = list(event_types)
         self.mapper = mapper
         self.on_trigger = on_trigger
+        self.on_change = on_change
+        paths = mapper.kv_paths() if on_change is not None else [mapper.trigger_path]
+        self.kv_filter = data_path_filter(mapper.kv_mount, paths)
+        """Sent with every KV subscription: Vault delivers only these paths' events."""
         self.namespace = namespace
         self.ssl_context = ssl_context
         self.initial_backoff = initial_backoff
@@ -239,7 +324,10 @@ class EventStream:
         """Malformed messages skipped (each logged once)."""
 
     def url(self, event_type: str) -> str:
-        return f"{self.addr}/v1/sys/events/subscribe/{event_type}?json=true"
+        query = "json=true"
+        if event_type.startswith("kv") and self.kv_filter is not None:
+            query += "&filter=" + quote(self.kv_filter, safe="")
+        return f"{self.addr}/v1/sys/events/subscribe/{event_type}?{query}"
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.event_types:
@@ -340,13 +428,18 @@ class EventStream:
             return
         if self.recent.seen(event.id):
             return
-        clusters = self.mapper.clusters(event)
+        routed = self.mapper.route(event)
+        clusters = [cluster_id for kind, cluster_id in routed if kind == ROTATE]
         for cluster_id in clusters:
             self.on_trigger(cluster_id, event.time or self.now(), event)
-        if clusters:
+        if self.on_change is not None:
+            for kind, cluster_id in routed:
+                if kind != ROTATE:
+                    self.on_change(kind, cluster_id, event)
+        if routed:
             log.info(
                 "vault_event",
                 event_type=event.event_type,
                 event_id=event.id,
-                clusters=len(clusters),
+                clusters=len(routed),
             )

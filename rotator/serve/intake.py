@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +27,15 @@ from rotator.engine.report import RunSummary
 from rotator.engine.rotation import Target
 from rotator.engine.runtime import Runtime
 from rotator.errors import RotatorError, VaultError
+from rotator.leases.vault import lease_paths
 from rotator.serve._aio import wait_event
-from rotator.serve.events import EventMapper, EventStream, VaultEvent
+from rotator.serve.events import (
+    ChangeCallback,
+    EventMapper,
+    EventStream,
+    VaultEvent,
+    with_lease_events,
+)
 from rotator.serve.leases import satisfied
 from rotator.serve.metrics import ServeMetrics
 from rotator.serve.queue import Batch, QueueFullError, Trigger, TriggerQueue, TriggerSource
@@ -128,6 +135,7 @@ class ScheduleIntake:
                         _REFRESH_RETRY, runtime.settings.serve.schedule_refresh
                     )
             self.fire_due()
+            self.metrics.checkout_rotations_held.set(len(self.schedule.held_due()))
             until_due = self.schedule.seconds_until_next_due()
             self.metrics.seconds_until_next_due.set(-1 if until_due is None else until_due)
             wait = next_refresh - time.monotonic()
@@ -156,6 +164,35 @@ class ScheduleIntake:
         self.metrics.trigger(TriggerSource.LEASE.value, len(due))
         self.metrics.queue_depth.set(self.queue.depth)
         log.info("lease_triggers", clusters=len(due), trigger_id=trigger_id)
+
+    async def reread(self, runtime: Runtime, cluster_id: str) -> None:
+        """One cluster's due time from Vault (its VNC secret changed, e.g. another replica
+        rotated it)."""
+        if cluster_id not in self.schedule:
+            return
+        try:
+            state = await runtime.store.read_vnc(cluster_id)
+        except VaultError as exc:
+            log.info("lease_reread_failed", code=exc.code)
+            return
+        target = self.inventory.targets.get(cluster_id)
+        self.schedule.set_lease(
+            Lease.from_metadata(
+                cluster_id,
+                state.custom_metadata,
+                config_period=target.period if target else None,
+            )
+        )
+        self.changed.set()
+
+    def hold(self, held: Mapping[str, str]) -> None:
+        """Checked-out clusters (from the lease intake): their period rotations wait."""
+        before = {c for c in self.schedule.cluster_ids if self.schedule.held_reason(c)}
+        self.schedule.hold(held)
+        for cluster_id in sorted(held.keys() - before):
+            if (why := self.schedule.held_reason(cluster_id)) is not None:
+                log.info("period_rotation_held", cluster_id=cluster_id, reason=why)
+        self.changed.set()  # a hold lifted: its cluster may be due now
 
     def release(self, cluster_ids: Collection[str]) -> None:
         for cluster_id in cluster_ids:
@@ -204,12 +241,15 @@ class EventIntake:
         inventory: Inventory,
         *,
         events_addr: str | None = None,
+        on_change: ChangeCallback | None = None,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.queue = queue
         self.metrics = metrics
         self.inventory = inventory
         self.events_addr = events_addr
+        self.on_change = on_change
+        """Events that ask for no rotation: a lease document or a VNC secret changed."""
         self.now = now
         self.stream: EventStream | None = None
         self._excluded: frozenset[str] = frozenset()
@@ -228,21 +268,37 @@ class EventIntake:
         self.stream = EventStream(
             addr=self.events_addr or vault.addr,
             token=runtime.vault.token,
-            event_types=settings.serve.event_types,
+            event_types=with_lease_events(
+                settings.serve.event_types, await self._vault_version(runtime)
+            ),
             namespace=vault.namespace,
             ssl_context=context,
             mapper=EventMapper(
                 kv_mount=vault.kv_mount,
                 trigger_path=settings.serve.trigger_path,
                 known=self.inventory.known,
+                vnc_path=vault.vnc_path,
+                leases_path=lease_paths(vault)[0],
             ),
             on_trigger=self.on_event,
+            on_change=self.on_change,
             now=self.now,
         )
         try:
             await self.stream.run(stop)
         except RotatorError as exc:  # no token: the health check reports it too
             log.error("vault_events_stopped", code=exc.code, detail=exc.message)
+
+    @staticmethod
+    async def _vault_version(runtime: Runtime) -> str:
+        """``sys/seal-status``'s version ("2.0.0+ent"); "" when it cannot be told."""
+        try:
+            body = await runtime.vault.request("GET", "sys/seal-status")
+        except RotatorError as exc:
+            log.info("vault_version_unknown", code=exc.code)
+            return ""
+        version = (body or {}).get("version")
+        return version if isinstance(version, str) else ""
 
     def on_event(self, cluster_id: str, when: datetime, event: VaultEvent) -> None:
         if cluster_id in self._excluded:

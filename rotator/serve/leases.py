@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -77,6 +77,9 @@ class LeaseIntake:
         self.refresh = refresh
         self.now = now
         self.service: LeaseService | None = None
+        self.on_holds: Callable[[Mapping[str, str]], None] = lambda _held: None
+        """Told after each reconcile which clusters are checked out (their period rotations
+        wait for the lease's end) and why."""
         self._owed: dict[str, datetime] = {}
         """Clusters queued for a lease end -> the end they pay for."""
         self._wake = asyncio.Event()
@@ -110,8 +113,11 @@ class LeaseIntake:
         now = self.now()
         wait = self.refresh()
         open_leases = owed = 0
+        held: dict[str, str] = {}
         for doc in docs:
             open_leases += len(doc.leases)
+            if (why := doc.held_reason()) is not None:
+                held[doc.cluster_id] = why
             expiry = doc.next_expiry()
             if expiry is not None:
                 wait = min(wait, (expiry - now).total_seconds())
@@ -122,6 +128,7 @@ class LeaseIntake:
                 wait = min(wait, (doc.next_attempt_at - now).total_seconds())
                 continue
             self._queue(doc)
+        self.on_holds(held)
         self.metrics.checkout_leases_open.set(open_leases)
         self.metrics.checkout_leases_overdue.set(owed)
         self.reconciles += 1
@@ -214,6 +221,8 @@ def _ttl(value: object) -> float | None:
         return parse_duration(value, key="ttl")
     except ConfigError as exc:
         raise LeaseError(exc.message, code="InvalidTtl", status=400) from None
+    except OverflowError:  # a JSON integer too large for a float
+        raise LeaseError("'ttl' is out of range", code="InvalidTtl", status=400) from None
 
 
 async def _json(request: web.Request, backend: LeaseBackend) -> dict[str, Any]:

@@ -145,6 +145,11 @@ class ServeMetrics:
             "Clusters whose last lease ended and whose password is not rotated yet",
             registry=r,
         )
+        self.checkout_rotations_held = Gauge(
+            "rotator_checkout_rotations_held",
+            "Clusters whose due period rotation waits for an open check-out lease to end",
+            registry=r,
+        )
         self.checkout_rotation_failures = Counter(
             "rotator_checkout_rotation_failures",
             "Lease-end rotations that failed (each is retried with backoff)",

@@ -209,6 +209,8 @@ class Schedule:
     settings: ScheduleSettings
     now: Clock = _utcnow
     _entries: dict[str, _Entry] = field(default_factory=dict)
+    _held: dict[str, str] = field(default_factory=dict)
+    """Clusters with an open check-out lease -> why: their period rotation waits for its end."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -267,8 +269,32 @@ class Schedule:
         for lease in wanted.values():
             self.set_lease(lease)
 
+    def hold(self, held: Mapping[str, str]) -> None:
+        """Replace the clusters whose period rotations wait (open check-out leases); a cluster
+        no longer held fires when due, at once if its time has passed."""
+        self._held = dict(held)
+
+    def held_reason(self, cluster_id: str) -> str | None:
+        entry = self._entries.get(cluster_id)
+        if entry is None or not self._is_held(entry):
+            return None
+        return self._held[cluster_id]
+
+    def held_due(self) -> list[str]:
+        """Held clusters whose period rotation is due now (they rotate when the lease ends)."""
+        now = self.now()
+        return sorted(
+            cluster_id
+            for cluster_id, entry in self._entries.items()
+            if self._is_held(entry) and not entry.in_flight and entry.fire_at <= now
+        )
+
+    def _is_held(self, entry: _Entry) -> bool:
+        # A pending password is finished even under a lease: the cluster's password is unknown.
+        return entry.lease.cluster_id in self._held and entry.lease.status != "pending"
+
     def _effective(self, entry: _Entry) -> datetime:
-        if entry.in_flight:
+        if entry.in_flight or self._is_held(entry):
             return _FAR_FUTURE
         if entry.retry_at is not None and entry.retry_at > entry.fire_at:
             return entry.retry_at

@@ -30,6 +30,7 @@ from rotator.vault.devserver import OpenBaoServer
 from rotator.vault.setup import default_policy_dir, render_policy
 from tests.integration.test_serve import Env, eventually, make_env, metric, running, scrape
 from tests.integration.test_serve_replicas import Replica, import_passwords, start_replica
+from tests.support.events import FakeEventServer, event_server, kv_event  # noqa: F401 - fixture
 from tests.support.sim import SimFactory
 from tests.support.vault import VaultPaths, create_token
 
@@ -215,23 +216,25 @@ async def test_a_lease_that_expired_while_no_daemon_ran_is_rotated_at_start(
         ids = sorted(await env.changes())
         await import_passwords(env)
         await env.not_due(*ids)
-        # Checked out yesterday for an hour: it expired while nothing was running.
-        yesterday = datetime.now(UTC) - timedelta(days=1)
-        store = LeaseStore(env.store.client)
-        await store.update(
-            ids[0],
-            lambda doc: model.checkout(
-                doc,
-                Holder("oidc-carol", entity_id="e-carol"),
-                ttl=3600,
-                reason="night shift",
-                policy=CheckoutPolicy(),
-                now=yesterday,
-            ),
-        )
+        # Checked out after the passwords were imported, and expired while nothing was running.
+        await expired_lease(env, ids[0], Holder("oidc-carol", entity_id="e-carol"))
         async with running(env.daemon()):
             await eventually(lambda: settled(env, ids[0]), what="the rotation at start")
         assert await env.changes() == {ids[0]: 1, ids[1]: 0}
+
+
+async def expired_lease(env: Env, cluster_id: str, holder: Holder) -> None:
+    """A lease checked out now (after the import: a password staged before a lease's end does
+    not pay for it) that has expired by the time this returns."""
+    _doc, lease = await LeaseStore(env.store.client).update(
+        cluster_id,
+        lambda doc: model.checkout(
+            doc, holder, ttl=0.05, reason="", policy=CheckoutPolicy(), now=datetime.now(UTC)
+        ),
+    )
+    await eventually(
+        _true_when(lambda: datetime.now(UTC) > lease.expires_at), what="the lease to expire"
+    )
 
 
 async def _address(replica: Replica) -> str:
@@ -383,17 +386,15 @@ async def test_rotate_runs_rotate_clusters_whose_lease_expired(
         ids = sorted(await env.changes())
         await import_passwords(env)
         await env.not_due(*ids)
-        await LeaseStore(env.store.client).update(
-            ids[0],
-            lambda doc: model.checkout(
-                doc,
-                Holder("oidc-erin", entity_id="e-erin"),
-                ttl=600,
-                reason="",
-                policy=CheckoutPolicy(),
-                now=datetime.now(UTC) - timedelta(hours=2),
-            ),
-        )
+        await expired_lease(env, ids[0], Holder("oidc-erin", entity_id="e-erin"))
+        code, out, err = await rotator_cli(
+            "rotate", "--cluster", ids[0], "--dry-run", "--config", str(env.config), "--json",
+            token=None, home=tmp_path,
+        )  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["clusters"][0]["action"] == "rotate"
+        unchanged = await lease_doc(env, ids[0])
+        assert (len(unchanged.leases), unchanged.rotation_due) == (1, None)  # a plan writes nothing
         # plan shows what rotate will do: the lease end makes the cluster due.
         code, out, err = await rotator_cli(
             "plan", "--cluster", ids[0], "--config", str(env.config), "--json",
@@ -407,7 +408,7 @@ async def test_rotate_runs_rotate_clusters_whose_lease_expired(
             token=None, home=tmp_path,
         )  # fmt: skip
         assert code == 0, err
-        assert json.loads(out)["counts"]["rotated"] == 1
+        assert json.loads(out)["counts"]["rotated"] == 1, out
         assert await settled(env, ids[0])
         assert await env.changes() == {ids[0]: 1, ids[1]: 0}
 
@@ -439,9 +440,7 @@ async def test_a_failed_lease_end_rotation_stays_visible_and_is_retried(
                 {"cluster_id": cluster_id},
             )
             assert status == 200
-            await env.admin.patch_cluster(
-                cluster_id, status="init"
-            )  # not running: the API refuses now
+            await env.admin.patch_cluster(cluster_id, status="exception")  # the API refuses now
             status, _, _ = await call(
                 env.session, daemon.address, "POST", "/v1/checkin", frank, lease
             )
@@ -474,3 +473,96 @@ async def test_a_failed_lease_end_rotation_stays_visible_and_is_retried(
             await eventually(lambda: settled(env, cluster_id), what="the retried rotation")
             assert retries.is_set()
         assert await env.changes() == {cluster_id: 1}
+
+
+async def test_a_checked_out_cluster_that_falls_due_is_held_until_forced(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    """A period rotation does not change a checked-out password under its holder; --force does."""
+    async with make_env(tmp_path, sim_factory, openbao, vault_paths, clusters=2) as env:
+        ids = sorted(await env.changes())
+        await import_passwords(env)
+        past = datetime.now(UTC) - timedelta(days=1)
+        for cluster_id in ids:
+            await env.set_due(cluster_id, past)
+        await LeaseStore(env.store.client).update(
+            ids[0],
+            lambda doc: model.checkout(
+                doc,
+                Holder("oidc-erin", entity_id="e-erin"),
+                ttl=3600,
+                reason="",
+                policy=CheckoutPolicy(),
+                now=datetime.now(UTC),
+            ),
+        )
+        config = str(env.config)
+        code, out, err = await rotator_cli(
+            "plan", "--config", config, "--json", token=None, home=tmp_path
+        )
+        assert code == 0, err
+        rows = {row["cluster_id"]: row for row in json.loads(out)["clusters"]}
+        assert rows[ids[0]]["action"] == "skip"
+        assert rows[ids[0]]["code"] == "CheckedOut"
+        assert "oidc-erin" in rows[ids[0]]["reason"]
+        assert rows[ids[1]]["action"] == "rotate"
+        code, out, err = await rotator_cli(
+            "rotate", "--all", "--config", config, "--json", token=None, home=tmp_path
+        )
+        assert code == 0, err
+        assert await env.changes() == {ids[0]: 0, ids[1]: 1}
+        held = [o for o in json.loads(out)["clusters"] if o["cluster_id"] == ids[0]]
+        assert held[0]["code"] == "CheckedOut", held
+        code, out, err = await rotator_cli(
+            "rotate", "--cluster", ids[0], "--force", "--config", config, "--json",
+            token=None, home=tmp_path,
+        )  # fmt: skip
+        assert code == 0, err
+        assert await env.changes() == {ids[0]: 1, ids[1]: 1}
+
+
+async def test_a_lease_written_elsewhere_holds_the_schedule_at_once_on_a_vault_event(
+    tmp_path: Path,
+    sim_factory: SimFactory,
+    openbao: OpenBaoServer,
+    vault_paths: VaultPaths,
+    event_server: FakeEventServer,  # noqa: F811 - the fixture
+) -> None:
+    """Vault Enterprise push: another replica's checkout (a write to the lease document) is
+    seen at once, not at the next schedule refresh; without it, the reconcile poll remains."""
+    event_server.token = openbao.root_token.reveal()
+    kind = "kv-v2/data-write"
+    async with make_env(tmp_path, sim_factory, openbao, vault_paths, clusters=1) as env:
+        (cluster_id,) = sorted(await env.changes())
+        await import_passwords(env)
+        await env.not_due(cluster_id)
+        env.reconfigure(serve={"event_types": [kind], "schedule_refresh": "1h"})
+        async with running(env.daemon(events_addr=event_server.addr)) as daemon:
+            await event_server.wait_connected(kind)
+            await eventually(
+                _true_when(lambda: daemon.leases.reconciles >= 1), what="the first reconcile"
+            )
+            assert daemon.schedule.held_reason(cluster_id) is None
+            store = LeaseStore(env.store.client)
+            await store.update(
+                cluster_id,
+                lambda doc: model.checkout(
+                    doc,
+                    Holder("oidc-erin", entity_id="e-erin"),
+                    ttl=3600,
+                    reason="",
+                    policy=CheckoutPolicy(),
+                    now=datetime.now(UTC),
+                ),
+            )
+            mount = env.store.client.settings.kv_mount
+            leases_path = store.leases_path
+            delivered = await event_server.send(
+                kind, kv_event(f"{mount}/data/{leases_path}/{cluster_id}")
+            )
+            assert delivered == 1  # the subscription's data_path filter lets it through
+            await eventually(
+                _true_when(lambda: daemon.schedule.held_reason(cluster_id) is not None),
+                what="the schedule to hold the checked-out cluster",
+            )
+            assert "data_path matches" in event_server.filters[kind]

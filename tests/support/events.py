@@ -8,9 +8,10 @@ async def test_x(event_server: FakeEventServer) -> None:
     await event_server.send("kv-v2/data-write", "{not json")       # malformed
     await event_server.drop()                                        # the client must reconnect
 
-It serves ``GET /v1/sys/events/subscribe/{type}?json=true`` as a WebSocket, checks
+It serves ``GET /v1/sys/events/subscribe/{type}?json=true[&filter=...]`` as a WebSocket, checks
 ``X-Vault-Token`` (403 otherwise), and can answer every handshake with a fixed status (404 is
-what OpenBao says).
+what OpenBao says). A ``filter`` is applied as Vault would, for the part of go-bexpr rotator uses
+(``data_path matches "<regexp>"`` terms joined by ``or``); any other filter is a 400.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -95,6 +97,9 @@ class FakeEventServer:
         self.handshakes: list[str] = []
         """Event types of the accepted handshakes, in order."""
         self.refused = 0
+        self.filters: dict[str, str] = {}
+        """The last ``filter`` query parameter seen per event type."""
+        self._matchers: dict[int, list[re.Pattern[str]] | None] = {}
         self.addr = ""
         self._sockets: dict[str, list[web.WebSocketResponse]] = {}
         self._changed = asyncio.Condition()
@@ -128,8 +133,16 @@ class FakeEventServer:
             return web.json_response({"errors": ["permission denied"]}, status=403)
         if request.query.get("json") != "true":
             return web.json_response({"errors": ["this fake speaks json=true only"]}, status=400)
+        expression = request.query.get("filter")
+        matchers = None
+        if expression is not None:
+            self.filters[event_type] = expression
+            matchers = _parse_filter(expression)
+            if matchers is None:
+                return web.json_response({"errors": ["unsupported filter"]}, status=400)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self._matchers[id(ws)] = matchers
         async with self._changed:
             self._sockets.setdefault(event_type, []).append(ws)
             self.handshakes.append(event_type)
@@ -161,16 +174,45 @@ class FakeEventServer:
                 timeout=10,
             )
 
-    async def send(self, event_type: str, message: dict[str, Any] | str) -> None:
+    async def send(self, event_type: str, message: dict[str, Any] | str) -> int:
+        """Deliver to every subscriber whose filter lets it through; how many got it."""
         text = message if isinstance(message, str) else json.dumps(message)
+        data_path: str | None = None  # a raw string (a malformed message) is never filtered
+        if isinstance(message, dict):
+            metadata = message.get("data", {}).get("event", {}).get("metadata", {})
+            data_path = str(metadata.get("data_path") or "")
+        sent = 0
         for ws in list(self._sockets.get(event_type, [])):
+            matchers = self._matchers.get(id(ws))
+            if (
+                matchers is not None
+                and data_path is not None
+                and not any(m.search(data_path) for m in matchers)
+            ):
+                continue  # Vault filters on its side: the subscriber never sees it
             await ws.send_str(text)
+            sent += 1
+        return sent
 
     async def drop(self) -> None:
         """Close every connection, as a restarting Vault would."""
         for sockets in list(self._sockets.values()):
             for ws in list(sockets):
                 await ws.close()
+
+
+_TERM = re.compile(r'\s*data_path\s+matches\s+"((?:[^"\\]|\\.)*)"\s*')
+
+
+def _parse_filter(expression: str) -> list[re.Pattern[str]] | None:
+    """``data_path matches "..." or data_path matches "..."`` -> the regexps; else None."""
+    patterns: list[re.Pattern[str]] = []
+    for term in expression.split(" or "):
+        match = _TERM.fullmatch(term)
+        if match is None:
+            return None
+        patterns.append(re.compile(match.group(1)))
+    return patterns
 
 
 @pytest_asyncio.fixture
