@@ -75,11 +75,12 @@ def test_unverified_is_a_warning_only() -> None:
 
 @dataclass(slots=True)
 class _Store:
-    """Just the two reads the check makes (the rest of RotationStore is never called)."""
+    """The two reads the check makes, and the status a refused password records."""
 
     password: Secret | None = field(default_factory=lambda: Secret("ab12cd"))
     fail: bool = False
     reads: int = 0
+    statuses: list[dict[str, Any]] = field(default_factory=list)
 
     async def read_vnc(self, cluster_id: str) -> VncState:
         self.reads += 1
@@ -89,6 +90,9 @@ class _Store:
 
     async def read_root(self, cluster_id: str) -> RootCredential:
         return RootCredential(cluster_id, "root", Secret("r00tpass"), "cn-hangzhou")
+
+    async def update_status(self, cluster_id: str, **status: Any) -> None:
+        self.statuses.append({"cluster_id": cluster_id, **status})
 
 
 @dataclass(slots=True)
@@ -163,10 +167,15 @@ async def test_a_crashing_verifier_or_an_unreadable_vault_leaves_the_rotation_un
 async def test_a_refused_password_is_verify_failed_and_the_metric_counts_it() -> None:
     metrics = ServeMetrics()
     failed = VerifyResult(VerifyStatus.VERIFY_FAILED, "VncAuthFailed", "refused")
+    store = _Store()
     result = await Verification(_Verifier(result=failed)).check(
-        ROTATED, TARGET, _ctx(_Store(), metrics)
+        ROTATED, TARGET, _ctx(store, metrics)
     )
     assert (result.outcome, result.verified) == (Outcome.ROTATED, Verified.VERIFY_FAILED)
+    # The next scheduled run must not skip it as rotated: it is recorded as failed.
+    assert store.statuses == [
+        {"cluster_id": ROTATED.cluster_id, "status": "failed", "last_error_code": "VncAuthFailed"}
+    ]
     value = metrics.registry.get_sample_value(
         "rotator_vnc_verifications_total", {"result": "verify_failed", "code": "VncAuthFailed"}
     )
