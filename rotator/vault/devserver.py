@@ -101,9 +101,11 @@ class OpenBaoServer:
         return env
 
     def healthy(self) -> bool:
-        context = ssl.create_default_context(cafile=str(self.ca_cert)) if self.ca_cert else None
         url = f"{self.addr}/v1/sys/health"
         try:
+            # Inside the try: bao writes its CA file while starting; a half-written one is
+            # "not ready yet" (ssl.SSLError is an OSError), not a crash of whoever waits.
+            context = ssl.create_default_context(cafile=str(self.ca_cert)) if self.ca_cert else None
             with urllib.request.urlopen(url, timeout=1, context=context) as response:  # noqa: S310 - a loopback URL we built
                 body = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
