@@ -133,6 +133,9 @@ class VaultConfig:
     timeout: float = _duration("10s")
     history_versions: int = 50
     """VNC password versions Vault keeps per cluster (``vault-setup`` sets ``max_versions``)."""
+    transport: Literal["hvac", "aiohttp"] = "hvac"
+    """How KV reads and writes travel: hvac in a thread pool, or aiohttp on the event loop
+    (login, renewal and ``vault-setup`` use hvac either way)."""
 
 
 @dataclass(frozen=True, slots=True)

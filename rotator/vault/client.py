@@ -8,6 +8,12 @@
 The pool (``max_workers`` threads, each with its own ``hvac.Client`` and HTTP session) keeps the
 event loop free while Vault is slow, and bounds how many requests we have in flight.
 
+With ``vault.transport = "aiohttp"`` the KV calls of the rotation hot path (``kv_read``,
+``kv_write``, ``kv_metadata``, ``kv_list``, ``kv_patch_custom_metadata``) skip the pool and run on
+the event loop over one pooled aiohttp session (:mod:`rotator.vault.kv_aio`), with the same token,
+transport rules and error mapping; everything else (login, renewal, ``request``, ``vault-setup``)
+stays on hvac. Behind a proxy, hvac serves the KV calls too.
+
 Authentication is lazy (first call). The token is renewed (``renew-self``) when a third of its
 TTL is left; when it cannot be renewed, has expired, or Vault says it is no longer valid, the
 client logs in again (AppRole, Kubernetes) or re-reads the token (token file, ~/.vault-token).
@@ -29,7 +35,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -48,8 +54,9 @@ from rotator.errors import (
     VaultUnavailableError,
 )
 from rotator.secret import Secret
+from rotator.vault.kv_aio import AioVaultHttp
 from rotator.vault.settings import VaultSettings
-from rotator.vault.transport import session_for
+from rotator.vault.transport import GuardedRequestsSession, session_for
 
 __all__ = [
     "JsonDict",
@@ -106,6 +113,16 @@ def _data_of(body: JsonDict | None, op: str, path: str) -> JsonDict:
         shown = "no data" if data is None else f"data that is a {type(data).__name__}"
         raise VaultInvalidResponseError(op, path, shown)
     return data
+
+
+def _keys_of(body: JsonDict | None, path: str) -> list[str]:
+    """The keys of a LIST answer; Vault's 404 (None here) means nothing under ``path``."""
+    if body is None:
+        return []
+    keys = _data_of(body, "list", path).get("keys")
+    if not isinstance(keys, list):
+        raise VaultInvalidResponseError("list", path, "data without a list of keys")
+    return [str(k) for k in keys]
 
 
 def _server_errors(exc: hvac.exceptions.VaultError) -> str:
@@ -216,6 +233,13 @@ class VaultClient:
         self._session = session_for(
             settings.addr, verify=settings.verify, pool_size=settings.max_workers
         )
+        self._aio: AioVaultHttp | None = None
+        if settings.transport == "aiohttp":
+            if isinstance(self._session, GuardedRequestsSession):
+                # A proxy applies to Vault's address: requests knows how to use it, keep hvac.
+                log.info("vault_transport_hvac_behind_proxy", addr=settings.addr)
+            else:
+                self._aio = AioVaultHttp(settings)
         self._auth: _TokenState | None = None
         self._token_file_seen: tuple[int, int, int] | None = None
         self._auth_lock: asyncio.Lock | None = None
@@ -268,6 +292,8 @@ class VaultClient:
         if self._closed:
             return
         self._closed = True
+        if self._aio is not None:
+            await self._aio.aclose()
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         self._session.close()
 
@@ -466,9 +492,13 @@ class VaultClient:
         A 403 caused by a token that died under us (revoked, expired early) triggers one fresh
         login and one retry; a 403 on a valid token is a policy problem and is raised.
         """
+        return await self._with_token(lambda token: self._run(fn, token, op, path))
+
+    async def _with_token(self, attempt: Callable[[Secret], Awaitable[T]]) -> T:
+        """``attempt(token)``; on a 403, one fresh login and one retry if the token died."""
         token = await self.token()
         try:
-            return await self._run(fn, token, op, path)
+            return await attempt(token)
         except VaultPermissionError:
             if await self._token_is_valid(token):
                 raise
@@ -476,7 +506,52 @@ class VaultClient:
                 if self._auth is not None and self._auth.token == token:
                     log.info("vault_token_rejected", method=self.settings.auth_method)
                     await self._login()
-            return await self._run(fn, await self.token(), op, path)
+            return await attempt(await self.token())
+
+    async def _on_loop(
+        self,
+        aio: AioVaultHttp,
+        token: Secret,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, object] | None,
+        headers: Mapping[str, str] | None,
+    ) -> JsonDict:
+        """One call over the aiohttp transport, errors mapped exactly as :meth:`_run` maps
+        hvac's (the transport raises the same hvac/requests exception types)."""
+        if self._closed:
+            raise VaultError("the Vault client is closed", code="VaultClientClosed")
+        op = {"GET": "read", "LIST": "list", "DELETE": "delete"}.get(method, "write")
+        try:
+            return await aio.request(method, path, token=token.reveal(), json=json, headers=headers)
+        except (hvac.exceptions.VaultError, requests.exceptions.RequestException, OSError) as exc:
+            raise map_vault_error(exc, op=op, path=path, settings=self.settings) from None
+
+    async def _kv(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> JsonDict | None:
+        """A KV call of the hot path: :meth:`request` (hvac), or the event loop with
+        ``vault.transport = "aiohttp"``. Same token, same retry on a dead token, same errors."""
+        aio = self._aio
+        if aio is None:
+            return await self.request(
+                method, path, json=json, headers=headers, missing_ok=missing_ok
+            )
+        try:
+            return await self._with_token(
+                lambda token: self._on_loop(aio, token, method, path, json=json, headers=headers)
+            )
+        except VaultNotFoundError:
+            if missing_ok:
+                return None
+            raise
 
     async def request(
         self,
@@ -542,13 +617,7 @@ class VaultClient:
         return await self.request("POST", path, json=data) or {}
 
     async def list_keys(self, path: str) -> list[str]:
-        body = await self.request("LIST", path, missing_ok=True)
-        if body is None:
-            return []  # Vault's 404 on LIST: nothing under this path
-        keys = _data_of(body, "list", path).get("keys")
-        if not isinstance(keys, list):
-            raise VaultInvalidResponseError("list", path, "data without a list of keys")
-        return [str(k) for k in keys]
+        return _keys_of(await self.request("LIST", path, missing_ok=True), path)
 
     async def health(self) -> bool:
         """True when Vault is unsealed and answers, and our token is valid (readiness)."""
@@ -577,7 +646,7 @@ class VaultClient:
         writer can still check-and-set against its version number.
         """
         try:
-            body = await self.request("GET", f"{mount}/data/{path}")
+            body = await self._kv("GET", f"{mount}/data/{path}")
         except VaultNotFoundError as exc:
             deleted = exc.body.get("data") if exc.body else None
             if isinstance(deleted, dict) and isinstance(deleted.get("metadata"), dict):
@@ -602,18 +671,20 @@ class VaultClient:
         if cas is not None:
             payload["options"] = {"cas": cas}
         where = f"{mount}/data/{path}"
-        body = await self.request("POST", where, json=payload)
+        body = await self._kv("POST", where, json=payload)
         result = _data_of(body, "write", where)
         if "version" not in result:
             raise VaultInvalidResponseError("write", where, "no version of the new secret")
         return result
 
     async def kv_list(self, mount: str, path: str) -> list[str]:
-        return await self.list_keys(f"{mount}/metadata/{path}")
+        where = f"{mount}/metadata/{path}"
+        body = await self._kv("LIST", where, missing_ok=True)
+        return _keys_of(body, where)
 
     async def kv_metadata(self, mount: str, path: str) -> JsonDict | None:
         where = f"{mount}/metadata/{path}"
-        body = await self.request("GET", where, missing_ok=True)
+        body = await self._kv("GET", where, missing_ok=True)
         return None if body is None else _data_of(body, "read", where)
 
     async def kv_patch_custom_metadata(
@@ -622,7 +693,7 @@ class VaultClient:
         """Merge ``values`` into the custom metadata (None deletes a key), atomically on the
         server (JSON merge patch); creates the metadata when the secret has none yet."""
         try:
-            await self.request(
+            await self._kv(
                 "PATCH",
                 f"{mount}/metadata/{path}",
                 json={"custom_metadata": dict(values)},
@@ -630,4 +701,4 @@ class VaultClient:
             )
         except VaultNotFoundError:
             kept = {k: v for k, v in values.items() if v is not None}
-            await self.request("POST", f"{mount}/metadata/{path}", json={"custom_metadata": kept})
+            await self._kv("POST", f"{mount}/metadata/{path}", json={"custom_metadata": kept})

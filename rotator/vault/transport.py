@@ -281,3 +281,10 @@ def session_for(addr: str, *, verify: bool | str, pool_size: int) -> Any:
     if proxies:
         return GuardedRequestsSession(origin=addr, verify=verify, proxies=proxies)
     return Urllib3Session(verify=verify, pool_size=pool_size, origin=addr)
+
+
+# The same rules for the aiohttp transport (rotator.vault.kv_aio).
+MAX_REDIRECTS = _MAX_REDIRECTS
+REDIRECT_STATUSES = _REDIRECTS
+refuse_foreign = _refuse_foreign
+refusal_for = _refusal_for
