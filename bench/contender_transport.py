@@ -4,8 +4,8 @@
     python -m bench.contender_transport SPEC.json     # spec.mode is "hvac" or "aiohttp"
 
 The same run as :mod:`bench.contender_rotator` (inventory from Vault, then ``Runtime.rotate``,
-in a process of its own); only the Vault transport differs, and Vault requests are counted on
-both paths (the KV calls over aiohttp do not pass through ``VaultClient.request``).
+in a process of its own, Vault requests counted at ``VaultClient.request``, which the KV calls
+pass on both transports); only the Vault transport differs.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from bench import contender_rotator
 from bench.spec import Result, Spec
 from rotator.config import Settings
 from rotator.logs import configure_logging
-from rotator.vault.kv_aio import AioVaultHttp
 
 __all__ = ["main"]
 
@@ -35,26 +33,12 @@ def _with_transport(base: Callable[[Spec], Settings]) -> Callable[[Spec], Settin
     return settings_for
 
 
-def _count_aio(counter: list[int]) -> None:
-    send = AioVaultHttp.request
-
-    async def counted(self: AioVaultHttp, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        counter[0] += 1
-        return await send(self, *args, **kwargs)
-
-    AioVaultHttp.request = counted  # type: ignore[method-assign]
-
-
 async def run(spec: Spec) -> Result:
     if spec.mode not in ("hvac", "aiohttp"):
         raise SystemExit(f"spec.mode must be hvac or aiohttp, not {spec.mode!r}")
-    aio_requests = [0]
-    _count_aio(aio_requests)
     # Instrumentation in this process only: rotator's own contender, with the transport set.
     contender_rotator.settings_for = _with_transport(contender_rotator.settings_for)  # type: ignore[assignment]
-    result = await contender_rotator.run(spec)
-    result.vault_ops += aio_requests[0]
-    return result
+    return await contender_rotator.run(spec)
 
 
 def main() -> int:

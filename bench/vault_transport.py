@@ -215,6 +215,9 @@ class TransportBench:
                         "vault_requests_per_rotation": result.vault_ops / done,
                         "vault_cpu_ms_per_rotation": 1000 * bao_cpu / done,
                         "lag_max_ms": result.lag_max_ms,
+                        "lag_p99_ms": result.lag_p99_ms,
+                        "inventory_s": result.phases.get("inventory", 0.0),
+                        "rotate_s": result.phases.get("rotate", 0.0),
                         "peak_rss_mb": result.peak_rss_mb,
                     }
                     self.results["rotation"][transport].append(row)
@@ -258,7 +261,10 @@ def render(results: dict[str, Any]) -> str:
             ("rotations_per_s", "throughput (/s)"),
             ("vault_requests_per_rotation", "Vault requests"),
             ("vault_cpu_ms_per_rotation", "OpenBao CPU (ms)"),
+            ("lag_p99_ms", "p99 loop lag (ms)"),
             ("lag_max_ms", "worst loop lag (ms)"),
+            ("inventory_s", "inventory phase (s)"),
+            ("rotate_s", "rotate phase (s)"),
             ("peak_rss_mb", "peak RSS (MB)"),
             ("failed", "failed rotations"),
         ):

@@ -133,7 +133,7 @@ class VaultConfig:
     timeout: float = _duration("10s")
     history_versions: int = 50
     """VNC password versions Vault keeps per cluster (``vault-setup`` sets ``max_versions``)."""
-    transport: Literal["hvac", "aiohttp"] = "hvac"
+    transport: Literal["hvac", "aiohttp"] = "aiohttp"
     """How KV reads and writes travel: hvac in a thread pool, or aiohttp on the event loop
     (login, renewal and ``vault-setup`` use hvac either way)."""
 

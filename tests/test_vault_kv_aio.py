@@ -18,11 +18,11 @@ from rotator.vault.kv_aio import _as_requests_error, ssl_context_for
 from rotator.vault.settings import VaultSettings
 
 
-def test_the_transport_setting_defaults_to_hvac_and_is_checked(tmp_path: Path) -> None:
-    assert load_settings(None, environ={}).vault.transport == "hvac"
+def test_the_transport_setting_defaults_to_aiohttp_and_is_checked(tmp_path: Path) -> None:
+    assert load_settings(None, environ={}).vault.transport == "aiohttp"
     path = tmp_path / "rotator.toml"
-    path.write_text('[vault]\ntransport = "aiohttp"\n')
-    assert load_settings(path, environ={}).vault.transport == "aiohttp"
+    path.write_text('[vault]\ntransport = "hvac"\n')
+    assert load_settings(path, environ={}).vault.transport == "hvac"
     path.write_text('[vault]\ntransport = "httpx"\n')
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={})

@@ -528,31 +528,6 @@ class VaultClient:
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException, OSError) as exc:
             raise map_vault_error(exc, op=op, path=path, settings=self.settings) from None
 
-    async def _kv(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Mapping[str, object] | None = None,
-        headers: Mapping[str, str] | None = None,
-        missing_ok: bool = False,
-    ) -> JsonDict | None:
-        """A KV call of the hot path: :meth:`request` (hvac), or the event loop with
-        ``vault.transport = "aiohttp"``. Same token, same retry on a dead token, same errors."""
-        aio = self._aio
-        if aio is None:
-            return await self.request(
-                method, path, json=json, headers=headers, missing_ok=missing_ok
-            )
-        try:
-            return await self._with_token(
-                lambda token: self._on_loop(aio, token, method, path, json=json, headers=headers)
-            )
-        except VaultNotFoundError:
-            if missing_ok:
-                return None
-            raise
-
     async def request(
         self,
         method: str,
@@ -561,12 +536,28 @@ class VaultClient:
         json: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
         missing_ok: bool = False,
+        kv: bool = False,
     ) -> JsonDict | None:
         """One HTTP API call (``path`` without ``/v1/``). Returns the JSON body, ``{}`` for 204.
 
         ``missing_ok``: a 404 returns None instead of raising :class:`VaultNotFoundError`.
+        ``kv``: a KV call of the hot path, which travels over ``vault.transport`` (aiohttp on the
+        event loop, by default); every other call goes through hvac. Same token, same retry on a
+        dead token, same errors either way.
         """
         op = {"GET": "read", "LIST": "list", "DELETE": "delete"}.get(method, "write")
+        aio = self._aio if kv else None
+        if aio is not None:
+            try:
+                return await self._with_token(
+                    lambda token: self._on_loop(
+                        aio, token, method, path, json=json, headers=headers
+                    )
+                )
+            except VaultNotFoundError:
+                if missing_ok:
+                    return None
+                raise
 
         def do(client: hvac.Client) -> JsonDict:
             result = client.adapter.request(
@@ -646,7 +637,7 @@ class VaultClient:
         writer can still check-and-set against its version number.
         """
         try:
-            body = await self._kv("GET", f"{mount}/data/{path}")
+            body = await self.request("GET", f"{mount}/data/{path}", kv=True)
         except VaultNotFoundError as exc:
             deleted = exc.body.get("data") if exc.body else None
             if isinstance(deleted, dict) and isinstance(deleted.get("metadata"), dict):
@@ -671,7 +662,7 @@ class VaultClient:
         if cas is not None:
             payload["options"] = {"cas": cas}
         where = f"{mount}/data/{path}"
-        body = await self._kv("POST", where, json=payload)
+        body = await self.request("POST", where, json=payload, kv=True)
         result = _data_of(body, "write", where)
         if "version" not in result:
             raise VaultInvalidResponseError("write", where, "no version of the new secret")
@@ -679,12 +670,12 @@ class VaultClient:
 
     async def kv_list(self, mount: str, path: str) -> list[str]:
         where = f"{mount}/metadata/{path}"
-        body = await self._kv("LIST", where, missing_ok=True)
+        body = await self.request("LIST", where, missing_ok=True, kv=True)
         return _keys_of(body, where)
 
     async def kv_metadata(self, mount: str, path: str) -> JsonDict | None:
         where = f"{mount}/metadata/{path}"
-        body = await self._kv("GET", where, missing_ok=True)
+        body = await self.request("GET", where, missing_ok=True, kv=True)
         return None if body is None else _data_of(body, "read", where)
 
     async def kv_patch_custom_metadata(
@@ -693,12 +684,15 @@ class VaultClient:
         """Merge ``values`` into the custom metadata (None deletes a key), atomically on the
         server (JSON merge patch); creates the metadata when the secret has none yet."""
         try:
-            await self._kv(
+            await self.request(
                 "PATCH",
                 f"{mount}/metadata/{path}",
                 json={"custom_metadata": dict(values)},
                 headers={"Content-Type": "application/merge-patch+json"},
+                kv=True,
             )
         except VaultNotFoundError:
             kept = {k: v for k, v in values.items() if v is not None}
-            await self._kv("POST", f"{mount}/metadata/{path}", json={"custom_metadata": kept})
+            await self.request(
+                "POST", f"{mount}/metadata/{path}", json={"custom_metadata": kept}, kv=True
+            )

@@ -5,9 +5,9 @@
     body = await http.request("GET", "secret/data/ehpc/vnc/c-1", token=token)   # {} for 204
     await http.aclose()
 
-Only the KV calls of the rotation hot path go through here (see ``VaultClient._kv``); logging
-in, token renewal and ``vault-setup`` stay on hvac. The point is CPU: hvac over urllib3 parses
-every response in ``http.client`` and hands every call to a worker thread and back.
+Only the KV calls of the rotation hot path go through here (``VaultClient.request(kv=True)``);
+logging in, token renewal and ``vault-setup`` stay on hvac. The point is CPU: hvac over urllib3
+parses every response in ``http.client`` and hands every call to a worker thread and back.
 
 It keeps the rules of :class:`~rotator.vault.transport.Urllib3Session` and behaves as hvac's
 ``JSONAdapter`` does, so that :func:`rotator.vault.client.map_vault_error` is the one error
@@ -135,7 +135,8 @@ class AioVaultHttp:
                 timeout=self._timeout,
                 trust_env=False,
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+                # Small JSON bodies: compressing them costs both sides more CPU than it saves.
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
         return self._session
 
