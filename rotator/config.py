@@ -134,8 +134,8 @@ class VaultConfig:
     history_versions: int = 50
     """VNC password versions Vault keeps per cluster (``vault-setup`` sets ``max_versions``)."""
     transport: Literal["hvac", "aiohttp"] = "aiohttp"
-    """How KV reads and writes travel: hvac in a thread pool, or aiohttp on the event loop
-    (login, renewal and ``vault-setup`` use hvac either way)."""
+    """How KV reads and writes travel: aiohttp on the event loop, or hvac in a thread pool
+    (login, renewal and the other calls, such as ``vault-setup``'s policies, use hvac)."""
 
 
 @dataclass(frozen=True, slots=True)

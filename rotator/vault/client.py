@@ -8,11 +8,12 @@
 The pool (``max_workers`` threads, each with its own ``hvac.Client`` and HTTP session) keeps the
 event loop free while Vault is slow, and bounds how many requests we have in flight.
 
-With ``vault.transport = "aiohttp"`` the KV calls of the rotation hot path (``kv_read``,
-``kv_write``, ``kv_metadata``, ``kv_list``, ``kv_patch_custom_metadata``) skip the pool and run on
-the event loop over one pooled aiohttp session (:mod:`rotator.vault.kv_aio`), with the same token,
-transport rules and error mapping; everything else (login, renewal, ``request``, ``vault-setup``)
-stays on hvac. Behind a proxy, hvac serves the KV calls too.
+With ``vault.transport = "aiohttp"`` (the default) the KV calls (``kv_read``, ``kv_write``,
+``kv_metadata``, ``kv_list``, ``kv_patch_custom_metadata``: ``request(kv=True)``) skip the pool
+and run on the event loop over one pooled aiohttp session (:mod:`rotator.vault.kv_aio`), with the
+same token, transport rules and error mapping; everything else (login, renewal, plain
+``request``, and so ``vault-setup``'s policies, mounts and auth methods) stays on hvac. Behind a
+proxy, hvac serves the KV calls too.
 
 Authentication is lazy (first call). The token is renewed (``renew-self``) when a third of its
 TTL is left; when it cannot be renewed, has expired, or Vault says it is no longer valid, the

@@ -5,9 +5,10 @@
     body = await http.request("GET", "secret/data/ehpc/vnc/c-1", token=token)   # {} for 204
     await http.aclose()
 
-Only the KV calls of the rotation hot path go through here (``VaultClient.request(kv=True)``);
-logging in, token renewal and ``vault-setup`` stay on hvac. The point is CPU: hvac over urllib3
-parses every response in ``http.client`` and hands every call to a worker thread and back.
+Only the KV calls go through here (``VaultClient.request(kv=True)``); logging in, token
+renewal and the other calls (``vault-setup``'s policies, mounts, auth methods) stay on hvac.
+The point is CPU: hvac over urllib3 parses every response in ``http.client`` and hands every
+call to a worker thread and back.
 
 It keeps the rules of :class:`~rotator.vault.transport.Urllib3Session` and behaves as hvac's
 ``JSONAdapter`` does, so that :func:`rotator.vault.client.map_vault_error` is the one error
