@@ -14,8 +14,9 @@ from rotator.config import load_settings
 from rotator.errors import ConfigError
 from rotator.secret import Secret
 from rotator.vault.client import VaultClient, map_vault_error
-from rotator.vault.kv_aio import _as_requests_error, ssl_context_for
+from rotator.vault.kv_aio import _as_requests_error
 from rotator.vault.settings import VaultSettings
+from rotator.vault.transport import ssl_context_for
 
 
 def test_the_transport_setting_defaults_to_aiohttp_and_is_checked(tmp_path: Path) -> None:

@@ -42,7 +42,6 @@ import aiohttp
 import hvac.exceptions
 import requests
 
-from rotator.errors import ConfigError
 from rotator.vault.settings import VaultSettings
 from rotator.vault.transport import (
     MAX_REDIRECTS,
@@ -50,24 +49,10 @@ from rotator.vault.transport import (
     origin_of,
     refusal_for,
     refuse_foreign,
+    ssl_context_for,
 )
 
-__all__ = ["AioVaultHttp", "ssl_context_for"]
-
-
-def ssl_context_for(verify: bool | str) -> ssl.SSLContext:
-    """What ``vault.ca_cert`` / ``skip_verify`` mean, as the urllib3 session builds it."""
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    try:
-        return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    except (OSError, ssl.SSLError):
-        raise ConfigError(
-            f"{verify} is not a readable PEM bundle of CA certificates", key="vault.ca_cert"
-        ) from None
+__all__ = ["AioVaultHttp"]
 
 
 def _as_requests_error(exc: BaseException) -> requests.exceptions.RequestException:
