@@ -133,6 +133,9 @@ class VaultConfig:
     timeout: float = _duration("10s")
     history_versions: int = 50
     """VNC password versions Vault keeps per cluster (``vault-setup`` sets ``max_versions``)."""
+    transport: Literal["hvac", "aiohttp"] = "aiohttp"
+    """How KV reads and writes travel: aiohttp on the event loop, or hvac in a thread pool
+    (login, renewal and the other calls, such as ``vault-setup``'s policies, use hvac)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,13 @@
 The pool (``max_workers`` threads, each with its own ``hvac.Client`` and HTTP session) keeps the
 event loop free while Vault is slow, and bounds how many requests we have in flight.
 
+With ``vault.transport = "aiohttp"`` (the default) the KV calls (``kv_read``, ``kv_write``,
+``kv_metadata``, ``kv_list``, ``kv_patch_custom_metadata``: ``request(kv=True)``) skip the pool
+and run on the event loop over one pooled aiohttp session (:mod:`rotator.vault.kv_aio`), with the
+same token, transport rules and error mapping; everything else (login, renewal, plain
+``request``, and so ``vault-setup``'s policies, mounts and auth methods) stays on hvac. Behind a
+proxy, hvac serves the KV calls too.
+
 Authentication is lazy (first call). The token is renewed (``renew-self``) when a third of its
 TTL is left; when it cannot be renewed, has expired, or Vault says it is no longer valid, the
 client logs in again (AppRole, Kubernetes) or re-reads the token (token file, ~/.vault-token).
@@ -29,7 +36,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -48,8 +55,9 @@ from rotator.errors import (
     VaultUnavailableError,
 )
 from rotator.secret import Secret
+from rotator.vault.kv_aio import AioVaultHttp
 from rotator.vault.settings import VaultSettings
-from rotator.vault.transport import session_for
+from rotator.vault.transport import GuardedRequestsSession, session_for
 
 __all__ = [
     "JsonDict",
@@ -106,6 +114,16 @@ def _data_of(body: JsonDict | None, op: str, path: str) -> JsonDict:
         shown = "no data" if data is None else f"data that is a {type(data).__name__}"
         raise VaultInvalidResponseError(op, path, shown)
     return data
+
+
+def _keys_of(body: JsonDict | None, path: str) -> list[str]:
+    """The keys of a LIST answer; Vault's 404 (None here) means nothing under ``path``."""
+    if body is None:
+        return []
+    keys = _data_of(body, "list", path).get("keys")
+    if not isinstance(keys, list):
+        raise VaultInvalidResponseError("list", path, "data without a list of keys")
+    return [str(k) for k in keys]
 
 
 def _server_errors(exc: hvac.exceptions.VaultError) -> str:
@@ -216,6 +234,13 @@ class VaultClient:
         self._session = session_for(
             settings.addr, verify=settings.verify, pool_size=settings.max_workers
         )
+        self._aio: AioVaultHttp | None = None
+        if settings.transport == "aiohttp":
+            if isinstance(self._session, GuardedRequestsSession):
+                # A proxy applies to Vault's address: requests knows how to use it, keep hvac.
+                log.info("vault_transport_hvac_behind_proxy", addr=settings.addr)
+            else:
+                self._aio = AioVaultHttp(settings)
         self._auth: _TokenState | None = None
         self._token_file_seen: tuple[int, int, int] | None = None
         self._auth_lock: asyncio.Lock | None = None
@@ -268,6 +293,8 @@ class VaultClient:
         if self._closed:
             return
         self._closed = True
+        if self._aio is not None:
+            await self._aio.aclose()
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         self._session.close()
 
@@ -466,9 +493,13 @@ class VaultClient:
         A 403 caused by a token that died under us (revoked, expired early) triggers one fresh
         login and one retry; a 403 on a valid token is a policy problem and is raised.
         """
+        return await self._with_token(lambda token: self._run(fn, token, op, path))
+
+    async def _with_token(self, attempt: Callable[[Secret], Awaitable[T]]) -> T:
+        """``attempt(token)``; on a 403, one fresh login and one retry if the token died."""
         token = await self.token()
         try:
-            return await self._run(fn, token, op, path)
+            return await attempt(token)
         except VaultPermissionError:
             if await self._token_is_valid(token):
                 raise
@@ -476,7 +507,27 @@ class VaultClient:
                 if self._auth is not None and self._auth.token == token:
                     log.info("vault_token_rejected", method=self.settings.auth_method)
                     await self._login()
-            return await self._run(fn, await self.token(), op, path)
+            return await attempt(await self.token())
+
+    async def _on_loop(
+        self,
+        aio: AioVaultHttp,
+        token: Secret,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, object] | None,
+        headers: Mapping[str, str] | None,
+    ) -> JsonDict:
+        """One call over the aiohttp transport, errors mapped exactly as :meth:`_run` maps
+        hvac's (the transport raises the same hvac/requests exception types)."""
+        if self._closed:
+            raise VaultError("the Vault client is closed", code="VaultClientClosed")
+        op = {"GET": "read", "LIST": "list", "DELETE": "delete"}.get(method, "write")
+        try:
+            return await aio.request(method, path, token=token.reveal(), json=json, headers=headers)
+        except (hvac.exceptions.VaultError, requests.exceptions.RequestException, OSError) as exc:
+            raise map_vault_error(exc, op=op, path=path, settings=self.settings) from None
 
     async def request(
         self,
@@ -486,12 +537,28 @@ class VaultClient:
         json: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
         missing_ok: bool = False,
+        kv: bool = False,
     ) -> JsonDict | None:
         """One HTTP API call (``path`` without ``/v1/``). Returns the JSON body, ``{}`` for 204.
 
         ``missing_ok``: a 404 returns None instead of raising :class:`VaultNotFoundError`.
+        ``kv``: a KV call of the hot path, which travels over ``vault.transport`` (aiohttp on the
+        event loop, by default); every other call goes through hvac. Same token, same retry on a
+        dead token, same errors either way.
         """
         op = {"GET": "read", "LIST": "list", "DELETE": "delete"}.get(method, "write")
+        aio = self._aio if kv else None
+        if aio is not None:
+            try:
+                return await self._with_token(
+                    lambda token: self._on_loop(
+                        aio, token, method, path, json=json, headers=headers
+                    )
+                )
+            except VaultNotFoundError:
+                if missing_ok:
+                    return None
+                raise
 
         def do(client: hvac.Client) -> JsonDict:
             result = client.adapter.request(
@@ -542,13 +609,7 @@ class VaultClient:
         return await self.request("POST", path, json=data) or {}
 
     async def list_keys(self, path: str) -> list[str]:
-        body = await self.request("LIST", path, missing_ok=True)
-        if body is None:
-            return []  # Vault's 404 on LIST: nothing under this path
-        keys = _data_of(body, "list", path).get("keys")
-        if not isinstance(keys, list):
-            raise VaultInvalidResponseError("list", path, "data without a list of keys")
-        return [str(k) for k in keys]
+        return _keys_of(await self.request("LIST", path, missing_ok=True), path)
 
     async def health(self) -> bool:
         """True when Vault is unsealed and answers, and our token is valid (readiness)."""
@@ -577,7 +638,7 @@ class VaultClient:
         writer can still check-and-set against its version number.
         """
         try:
-            body = await self.request("GET", f"{mount}/data/{path}")
+            body = await self.request("GET", f"{mount}/data/{path}", kv=True)
         except VaultNotFoundError as exc:
             deleted = exc.body.get("data") if exc.body else None
             if isinstance(deleted, dict) and isinstance(deleted.get("metadata"), dict):
@@ -602,18 +663,20 @@ class VaultClient:
         if cas is not None:
             payload["options"] = {"cas": cas}
         where = f"{mount}/data/{path}"
-        body = await self.request("POST", where, json=payload)
+        body = await self.request("POST", where, json=payload, kv=True)
         result = _data_of(body, "write", where)
         if "version" not in result:
             raise VaultInvalidResponseError("write", where, "no version of the new secret")
         return result
 
     async def kv_list(self, mount: str, path: str) -> list[str]:
-        return await self.list_keys(f"{mount}/metadata/{path}")
+        where = f"{mount}/metadata/{path}"
+        body = await self.request("LIST", where, missing_ok=True, kv=True)
+        return _keys_of(body, where)
 
     async def kv_metadata(self, mount: str, path: str) -> JsonDict | None:
         where = f"{mount}/metadata/{path}"
-        body = await self.request("GET", where, missing_ok=True)
+        body = await self.request("GET", where, missing_ok=True, kv=True)
         return None if body is None else _data_of(body, "read", where)
 
     async def kv_patch_custom_metadata(
@@ -627,7 +690,10 @@ class VaultClient:
                 f"{mount}/metadata/{path}",
                 json={"custom_metadata": dict(values)},
                 headers={"Content-Type": "application/merge-patch+json"},
+                kv=True,
             )
         except VaultNotFoundError:
             kept = {k: v for k, v in values.items() if v is not None}
-            await self.request("POST", f"{mount}/metadata/{path}", json={"custom_metadata": kept})
+            await self.request(
+                "POST", f"{mount}/metadata/{path}", json={"custom_metadata": kept}, kv=True
+            )

@@ -45,6 +45,7 @@ __all__ = [
     "check_vault_addr",
     "origin_of",
     "session_for",
+    "ssl_context_for",
 ]
 
 _MAX_REDIRECTS = 5
@@ -115,6 +116,22 @@ def _refuse_foreign(
     return target
 
 
+def ssl_context_for(verify: bool | str) -> ssl.SSLContext:
+    """What ``vault.ca_cert`` / ``skip_verify`` mean (``VaultSettings.verify``), for both
+    transports: a CA bundle path, the system store (True), or no verification (False)."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    except (OSError, ssl.SSLError):
+        raise ConfigError(
+            f"{verify} is not a readable PEM bundle of CA certificates", key="vault.ca_cert"
+        ) from None
+
+
 class Urllib3Response:
     """What hvac reads of a ``requests.Response``."""
 
@@ -147,20 +164,7 @@ class Urllib3Session:
         self.verify = verify
         self.cert = None
         self.proxies: dict[str, str] = {}
-        if verify is False:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            try:
-                context = ssl.create_default_context(
-                    cafile=verify if isinstance(verify, str) else None
-                )
-            except (OSError, ssl.SSLError):
-                raise ConfigError(
-                    f"{verify} is not a readable PEM bundle of CA certificates",
-                    key="vault.ca_cert",
-                ) from None
+        context = ssl_context_for(verify)
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, ssl_context=context)
 
     def request(
@@ -281,3 +285,10 @@ def session_for(addr: str, *, verify: bool | str, pool_size: int) -> Any:
     if proxies:
         return GuardedRequestsSession(origin=addr, verify=verify, proxies=proxies)
     return Urllib3Session(verify=verify, pool_size=pool_size, origin=addr)
+
+
+# The same rules for the aiohttp transport (rotator.vault.kv_aio).
+MAX_REDIRECTS = _MAX_REDIRECTS
+REDIRECT_STATUSES = _REDIRECTS
+refuse_foreign = _refuse_foreign
+refusal_for = _refusal_for

@@ -24,9 +24,13 @@ CLUSTER = "ehpc-hz-0001"
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
 
-@pytest_asyncio.fixture
-async def store(openbao: OpenBaoServer, vault_paths: VaultPaths) -> AsyncIterator[VaultStore]:
-    async with VaultClient(vault_paths.settings(openbao)) as client:
+@pytest_asyncio.fixture(params=["hvac", "aiohttp"])
+async def store(
+    openbao: OpenBaoServer, vault_paths: VaultPaths, request: pytest.FixtureRequest
+) -> AsyncIterator[VaultStore]:
+    """Every store test runs over both KV transports (``vault.transport``)."""
+    settings = vault_paths.settings(openbao, transport=request.param)
+    async with VaultClient(settings) as client:
         yield VaultStore(client)
 
 
