@@ -39,6 +39,7 @@ from rotator.ehpc.codes import info_for
 from rotator.ehpc.credentials import AccessKey
 from rotator.ehpc.models import API_VERSION
 from rotator.errors import ConfigError, RotatorError, VaultError
+from rotator.netaddr import is_loopback
 from rotator.passwords import LocalPasswordSource, PasswordSource, VaultPasswordSource, verify
 from rotator.secret import Secret, read_secret_file
 from rotator.vault.client import VaultClient
@@ -115,11 +116,6 @@ class DoctorReport:
 # -- Vault ----------------------------------------------------------------------------------------
 
 
-def _is_loopback_url(addr: str) -> bool:
-    host = urlsplit(addr).hostname or ""
-    return host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127.")
-
-
 def required_capabilities(
     settings: VaultSettings, *, password_policy: str, vault_passwords: bool
 ) -> dict[str, set[str]]:
@@ -163,7 +159,7 @@ def _reachability(settings: VaultSettings) -> tuple[Check, Check]:
         else:
             trust = settings.ca_cert or "the system trust store"
             tls = Check("vault.tls", True, f"{addr}: certificate verified against {trust}")
-    elif _is_loopback_url(addr):
+    elif is_loopback(urlsplit(addr).hostname or ""):
         tls = Check("vault.tls", True, f"{addr}: plain HTTP to a loopback address (a dev server)")
     else:
         tls = Check(

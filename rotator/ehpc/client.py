@@ -18,7 +18,6 @@ changed), which the rotation engine answers by re-applying the same password.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import ssl
@@ -50,6 +49,7 @@ from rotator.errors import (
     TerminalApiError,
     ThrottledError,
 )
+from rotator.netaddr import is_loopback
 from rotator.secret import MASK, Secret
 
 __all__ = ["DEFAULT_ENDPOINT_TEMPLATE", "EhpcClient", "Endpoints", "Timeouts", "retry_after_from"]
@@ -64,15 +64,6 @@ STS_EXPIRED = "InvalidSecurityToken.Expired"
 
 ParamValue = str | Secret
 _REGION = re.compile(r"\A[a-z0-9][a-z0-9-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +114,7 @@ class Endpoints:
         if url.scheme == "https" and url.host:
             return
         if url.scheme == "http" and url.host:
-            if not _is_loopback(url.host):
+            if not is_loopback(url.host):
                 raise ConfigError(
                     f"endpoint {raw!r} uses plain http:// for a non-loopback host; the API "
                     "carries passwords, so only https:// is allowed",
