@@ -443,7 +443,7 @@ class EhpcClient:
                 )
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TerminalApiError(
-                f"TLS certificate of {url.host} not trusted ({exc.certificate_error}); set "
+                f"{url.host}: TLS certificate not trusted ({exc.certificate_error}); set "
                 "ehpc.ca_bundle if it is signed by a private CA",
                 code="TLSError",
                 cluster_id=cluster_id,
