@@ -161,13 +161,12 @@ def _host_header(url: URL) -> str:
     return host if url.is_default_port() else f"{host}:{url.port}"
 
 
-def _form_body(params: Mapping[str, ParamValue]) -> bytes:
-    clear = {k: v.reveal() if isinstance(v, Secret) else v for k, v in sorted(params.items())}
-    return urlencode(clear, quote_via=quote, safe="~").encode("ascii")
-
-
 def _clear(params: Mapping[str, ParamValue]) -> dict[str, str]:
     return {k: v.reveal() if isinstance(v, Secret) else v for k, v in params.items()}
+
+
+def _form_body(params: Mapping[str, ParamValue]) -> bytes:
+    return urlencode(sorted(_clear(params).items()), quote_via=quote, safe="~").encode("ascii")
 
 
 Method = Literal["POST", "GET"]
