@@ -34,12 +34,12 @@ from yarl import URL
 from rotator.config import Settings
 from rotator.ehpc.client import EhpcClient, Endpoints, Timeouts, tls_context
 from rotator.ehpc.codes import info_for
-from rotator.ehpc.credentials import AccessKey, StaticCredentials
+from rotator.ehpc.credentials import AccessKey, FileCredentials, StaticCredentials
 from rotator.engine.runtime import endpoints_from
 from rotator.errors import ApiError, ConfigError, RotatorError, VaultError
 from rotator.netaddr import is_loopback
 from rotator.passwords import LocalPasswordSource, PasswordSource, VaultPasswordSource, verify
-from rotator.secret import Secret, read_secret_file
+from rotator.secret import Secret
 from rotator.vault.client import VaultClient
 from rotator.vault.settings import VaultSettings
 from rotator.vault.setup import ACL_POLICIES, default_policy_dir, render_policy
@@ -338,15 +338,10 @@ async def _resolve_credentials(settings: Settings) -> tuple[Check, AccessKey | N
     creds = settings.credentials
     try:
         if creds.source == "static":
-            secret = read_secret_file(
-                creds.access_key_secret_file, key="credentials.access_key_secret_file"
-            )
-            token = (
-                read_secret_file(creds.security_token_file, key="credentials.security_token_file")
-                if creds.security_token_file
-                else None
-            )
-            key = AccessKey(creds.access_key_id, secret, token)
+            # What a rotation reads (engine.runtime.credentials_from), read the same way.
+            key = await FileCredentials(
+                creds.access_key_id, creds.access_key_secret_file, creds.security_token_file
+            ).get()
             provider = f"static (secret from {creds.access_key_secret_file})"
         else:
             key, provider = await _default_chain()

@@ -376,3 +376,20 @@ async def test_sts_credentials_are_probed_as_the_client_signs_them(
         assert parsed is not None
         assert headers["x-acs-accesskey-id"] == "STS.doctor"
         assert {"x-acs-accesskey-id", "x-acs-security-token"} <= set(parsed[1])
+
+
+async def test_an_unreadable_accesskey_secret_file_is_a_failed_check(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=2, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths, seed_roots=False)
+    (tmp_path / "ak-secret").unlink()
+
+    result = await fleet.cli("doctor", "--json")
+
+    assert result.code == 1, result.stdout + result.stderr[-2000:]
+    found = checks(result.stdout)["alibaba.credentials"]
+    assert not found["ok"]
+    assert "credentials.access_key_secret_file" in found["detail"]
+    assert "readable" in found["fix"]
+    assert "Traceback" not in result.stderr
