@@ -20,27 +20,26 @@ import json
 import re
 import ssl
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
-import aiohttp
 import requests
 from yarl import URL
 
 from rotator.config import Settings
-from rotator.ehpc import signer
-from rotator.ehpc.client import Endpoints
+from rotator.ehpc.client import EhpcClient, Endpoints, Timeouts, tls_context
 from rotator.ehpc.codes import info_for
-from rotator.ehpc.credentials import AccessKey
-from rotator.ehpc.models import API_VERSION
-from rotator.errors import ConfigError, RotatorError, VaultError
+from rotator.ehpc.credentials import AccessKey, FileCredentials, StaticCredentials
+from rotator.engine.runtime import endpoints_from
+from rotator.errors import ApiError, ConfigError, RotatorError, VaultError
+from rotator.netaddr import is_loopback
 from rotator.passwords import LocalPasswordSource, PasswordSource, VaultPasswordSource, verify
-from rotator.secret import Secret, read_secret_file
+from rotator.secret import Secret
 from rotator.vault.client import VaultClient
 from rotator.vault.settings import VaultSettings
 from rotator.vault.setup import ACL_POLICIES, default_policy_dir, render_policy
@@ -115,11 +114,6 @@ class DoctorReport:
 # -- Vault ----------------------------------------------------------------------------------------
 
 
-def _is_loopback_url(addr: str) -> bool:
-    host = urlsplit(addr).hostname or ""
-    return host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127.")
-
-
 def required_capabilities(
     settings: VaultSettings, *, password_policy: str, vault_passwords: bool
 ) -> dict[str, set[str]]:
@@ -163,7 +157,7 @@ def _reachability(settings: VaultSettings) -> tuple[Check, Check]:
         else:
             trust = settings.ca_cert or "the system trust store"
             tls = Check("vault.tls", True, f"{addr}: certificate verified against {trust}")
-    elif _is_loopback_url(addr):
+    elif is_loopback(urlsplit(addr).hostname or ""):
         tls = Check("vault.tls", True, f"{addr}: plain HTTP to a loopback address (a dev server)")
     else:
         tls = Check(
@@ -344,15 +338,10 @@ async def _resolve_credentials(settings: Settings) -> tuple[Check, AccessKey | N
     creds = settings.credentials
     try:
         if creds.source == "static":
-            secret = read_secret_file(
-                creds.access_key_secret_file, key="credentials.access_key_secret_file"
-            )
-            token = (
-                read_secret_file(creds.security_token_file, key="credentials.security_token_file")
-                if creds.security_token_file
-                else None
-            )
-            key = AccessKey(creds.access_key_id, secret, token)
+            # What a rotation reads (engine.runtime.credentials_from), read the same way.
+            key = await FileCredentials(
+                creds.access_key_id, creds.access_key_secret_file, creds.security_token_file
+            ).get()
             provider = f"static (secret from {creds.access_key_secret_file})"
         else:
             key, provider = await _default_chain()
@@ -403,79 +392,6 @@ async def _default_chain() -> tuple[AccessKey, str]:
     return key, f"the default chain ({getattr(model, 'provider_name', None) or 'unknown'})"
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    body: dict[str, Any]
-    date: datetime | None
-    skew: float | None
-
-
-def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_bundle or None)
-
-
-async def _signed_call(
-    session: aiohttp.ClientSession,
-    url: URL,
-    method: str,
-    key: AccessKey,
-    params: Mapping[str, str],
-    *,
-    action: str = "ListClusters",
-) -> _Answer:
-    """One signed RPC call, the way rotator's client signs (POST form) or the SDKs do (GET)."""
-    host = url.raw_host or ""
-    host_header = host if url.is_default_port() else f"{host}:{url.port}"
-    query: dict[str, str] = {}
-    body = b""
-    target = url
-    if method == "GET":
-        query = dict(params)
-        target = URL(f"{url}?{urlencode(query, quote_via=quote, safe='~')}", encoded=True)
-    else:
-        body = urlencode(dict(sorted(params.items())), quote_via=quote, safe="~").encode()
-    headers = {
-        "host": host_header,
-        "x-acs-action": action,
-        "x-acs-version": API_VERSION,
-        "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "x-acs-signature-nonce": uuid.uuid4().hex,
-        "x-acs-content-sha256": signer.sha256_hex(body),
-    }
-    if body:
-        headers["content-type"] = "application/x-www-form-urlencoded"
-    if key.security_token is not None:
-        headers["x-acs-security-token"] = key.security_token.reveal()
-    headers["authorization"] = signer.authorization(
-        method=method,
-        path="/",
-        query=query,
-        headers=headers,
-        payload_sha256=headers["x-acs-content-sha256"],
-        access_key_id=key.access_key_id,
-        access_key_secret=key.access_key_secret.reveal(),
-    )
-    headers["accept"] = "application/json"
-    sent = time.time()
-    async with session.request(
-        method, target, headers=headers, data=body or None, skip_auto_headers=("content-type",)
-    ) as response:
-        raw = await response.read()
-        received = time.time()
-        date = _parse_date(response.headers.get("Date"))
-    try:
-        decoded = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        decoded = None
-    if not isinstance(decoded, dict):
-        decoded = {"Code": "InvalidResponse", "Message": f"a non-JSON body ({len(raw)} bytes)"}
-    # The Date header has whole seconds (truncated): compare the middle of that second with
-    # the middle of the exchange.
-    skew = (date.timestamp() + 0.5 - (sent + received) / 2) if date else None
-    return _Answer(response.status, decoded, date, skew)
-
-
 def _parse_date(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -505,46 +421,44 @@ def _api_fix(code: str, status: int) -> str:
 
 
 async def _region_checks(
-    settings: Settings,
-    key: AccessKey,
+    api: EhpcClient,
+    method: str,
     regions: list[str],
     endpoints: Endpoints,
-    session: aiohttp.ClientSession,
     *,
     context: ssl.SSLContext,
 ) -> tuple[list[Check], dict[str, set[str]] | None]:
     """Probe each region; returns the checks and, when every region answered, the listed ids."""
-    method = str(getattr(settings.ehpc, "method", "POST")).upper()
 
     async def one(region: str) -> tuple[list[Check], set[str] | None]:
         url = endpoints.url_for(region)
         name = f"alibaba.list_clusters {region}"
+        sent = time.time()
         try:
-            answer = await _signed_call(
-                session, url, method, key, {"PageNumber": "1", "PageSize": "1"}
-            )
-        except aiohttp.ClientConnectorCertificateError as exc:
-            return [
-                Check(
-                    f"alibaba.tls {region}",
-                    False,
-                    f"{url.host}: certificate not trusted ({exc.certificate_error})",
-                    "set ehpc.ca_bundle to the CA bundle that signed the endpoint's certificate",
-                )
-            ], None
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            answer = await api.probe(region, {"PageNumber": "1", "PageSize": "1"})
+        except ApiError as exc:  # no answer at all
+            if exc.code == "TLSError":
+                return [
+                    Check(
+                        f"alibaba.tls {region}",
+                        False,
+                        exc.message,
+                        "set ehpc.ca_bundle to the CA bundle that signed the endpoint's "
+                        "certificate",
+                    )
+                ], None
             return [
                 Check(
                     name,
                     False,
-                    f"{method} {url}: no answer ({type(exc).__name__})",
+                    f"{method} {url}: no answer ({exc.code}: {exc.message})",
                     "check ehpc.endpoint / ehpc.endpoint_template, DNS, proxies and firewalls",
                 )
             ], None
+        received = time.time()
         checks = [await _tls_check(region, url, context)]
-        code = answer.body.get("Code") or answer.body.get("code")
-        request_id = answer.body.get("RequestId") or answer.body.get("requestId") or "-"
-        if answer.status < 300 and not code:
+        request_id = answer.body.get("RequestId") or "-"
+        if answer.ok:
             total = answer.body.get("TotalCount", "?")
             checks.append(
                 Check(
@@ -555,20 +469,22 @@ async def _region_checks(
                 )
             )
         else:
-            message = answer.body.get("Message") or answer.body.get("message") or ""
             checks.append(
                 Check(
                     name,
                     False,
-                    f"{method} {url}: HTTP {answer.status} {code}: {message} "
-                    f"(RequestId {request_id})",
-                    _api_fix(str(code), answer.status),
+                    f"{method} {url}: HTTP {answer.status} {answer.code}: "
+                    f"{answer.body.get('Message') or ''} (RequestId {request_id})",
+                    _api_fix(str(answer.code), answer.status),
                 )
             )
-        checks.append(_clock_check(region, answer))
+        checks.append(_clock_check(region, _clock_skew(answer.date, sent, received)))
         if not checks[-2].ok:
             return checks, None
-        listed = await _list_all(session, url, method, key)
+        try:
+            listed = {cluster.id for cluster in await api.list_clusters(region)}
+        except ApiError:
+            return checks, None
         return checks, listed
 
     results = await asyncio.gather(*(one(r) for r in regions))
@@ -576,29 +492,6 @@ async def _region_checks(
     if any(listed is None for _, listed in results):
         return checks, None
     return checks, {r: listed or set() for r, (_, listed) in zip(regions, results, strict=True)}
-
-
-async def _list_all(
-    session: aiohttp.ClientSession, url: URL, method: str, key: AccessKey
-) -> set[str] | None:
-    ids: set[str] = set()
-    page = 1
-    while True:
-        answer = await _signed_call(
-            session,
-            url,
-            method,
-            key,
-            {"PageNumber": str(page), "PageSize": str(_LIST_PAGE)},
-        )
-        if answer.status >= 300 or answer.body.get("Code"):
-            return None
-        entries = (answer.body.get("Clusters") or {}).get("ClusterInfoSimple") or []
-        ids.update(str(e.get("Id")) for e in entries if isinstance(e, dict) and e.get("Id"))
-        total = answer.body.get("TotalCount")
-        if not entries or not isinstance(total, int) or page * _LIST_PAGE >= total:
-            return ids
-        page += 1
 
 
 async def _tls_check(region: str, url: URL, context: ssl.SSLContext) -> Check:
@@ -634,15 +527,25 @@ async def _tls_check(region: str, url: URL, context: ssl.SSLContext) -> Check:
     return Check(name, True, f"{host}: {detail}")
 
 
-def _clock_check(region: str, answer: _Answer) -> Check:
+def _clock_skew(date: str | None, sent: float, received: float) -> float | None:
+    """Seconds this host is behind the endpoint (negative: ahead), from its ``Date`` header.
+
+    The header has whole seconds (truncated): compare the middle of that second with the
+    middle of the exchange (``sent``/``received``: ``time.time()`` around the call).
+    """
+    parsed = _parse_date(date)
+    return parsed.timestamp() + 0.5 - (sent + received) / 2 if parsed else None
+
+
+def _clock_check(region: str, skew: float | None) -> Check:
     name = f"alibaba.clock {region}"
-    if answer.skew is None:
+    if skew is None:
         return Check(name, True, "the endpoint sent no Date header; skew not measured")
-    direction = "behind" if answer.skew > 0 else "ahead of"
-    detail = f"this host is {abs(answer.skew):.1f}s {direction} the endpoint's clock"
-    if abs(answer.skew) < 1.5:  # the Date header resolves 1s
+    direction = "behind" if skew > 0 else "ahead of"
+    detail = f"this host is {abs(skew):.1f}s {direction} the endpoint's clock"
+    if abs(skew) < 1.5:  # the Date header resolves 1s
         detail = "this host's clock agrees with the endpoint's (within the Date header's 1s)"
-    if abs(answer.skew) <= MAX_CLOCK_SKEW:
+    if abs(skew) <= MAX_CLOCK_SKEW:
         return Check(name, True, detail)
     return Check(
         name,
@@ -755,37 +658,25 @@ async def _alibaba_checks(settings: Settings, store: VaultStore | None) -> list[
     checks = [credentials]
     regions = list(settings.ehpc.regions) or ["cn-hangzhou"]
     ehpc = settings.ehpc
+    ca_bundle = Path(ehpc.ca_bundle) if ehpc.ca_bundle else None
     try:
-        endpoints = Endpoints(
-            template=ehpc.endpoint_template,
-            overrides=dict(ehpc.endpoints),
-            single=ehpc.endpoint or None,
-            allow_insecure_http=ehpc.allow_insecure_http,
-        )
-        endpoints.validate(regions)
-        context = _ssl_context(ehpc.ca_bundle)
+        endpoints = endpoints_from(settings)
+        context = tls_context(ca_bundle)
     except ConfigError as exc:
         checks.append(Check("alibaba.endpoint", False, exc.message, f"fix {exc.key or 'ehpc'}"))
         return checks
-    except (OSError, ssl.SSLError):
-        checks.append(
-            Check(
-                "alibaba.endpoint",
-                False,
-                f"{ehpc.ca_bundle} is not a readable PEM bundle of CA certificates",
-                "fix ehpc.ca_bundle",
-            )
-        )
-        return checks
     if key is None:
         return checks
-    timeout = aiohttp.ClientTimeout(total=ehpc.request_timeout, connect=ehpc.connect_timeout)
-    connector = aiohttp.TCPConnector(ssl=context)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
-    ) as session:
+    api = EhpcClient(
+        credentials=StaticCredentials(key.access_key_id, key.access_key_secret, key.security_token),
+        endpoints=endpoints,
+        timeouts=Timeouts(connect=ehpc.connect_timeout, total=ehpc.request_timeout),
+        ca_bundle=ca_bundle,
+        method=ehpc.method,
+    )
+    async with api:
         region_checks, listed = await _region_checks(
-            settings, key, regions, endpoints, session, context=context
+            api, ehpc.method, regions, endpoints, context=context
         )
     checks.extend(region_checks)
     if listed is not None:

@@ -18,7 +18,6 @@ changed), which the rotation engine answers by re-applying the same password.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import ssl
@@ -50,9 +49,18 @@ from rotator.errors import (
     TerminalApiError,
     ThrottledError,
 )
+from rotator.netaddr import is_loopback
 from rotator.secret import MASK, Secret
 
-__all__ = ["DEFAULT_ENDPOINT_TEMPLATE", "EhpcClient", "Endpoints", "Timeouts", "retry_after_from"]
+__all__ = [
+    "DEFAULT_ENDPOINT_TEMPLATE",
+    "EhpcClient",
+    "Endpoints",
+    "Probe",
+    "Timeouts",
+    "retry_after_from",
+    "tls_context",
+]
 
 log = structlog.get_logger("rotator.ehpc")
 
@@ -64,15 +72,6 @@ STS_EXPIRED = "InvalidSecurityToken.Expired"
 
 ParamValue = str | Secret
 _REGION = re.compile(r"\A[a-z0-9][a-z0-9-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +122,7 @@ class Endpoints:
         if url.scheme == "https" and url.host:
             return
         if url.scheme == "http" and url.host:
-            if not _is_loopback(url.host):
+            if not is_loopback(url.host):
                 raise ConfigError(
                     f"endpoint {raw!r} uses plain http:// for a non-loopback host; the API "
                     "carries passwords, so only https:// is allowed",
@@ -145,7 +144,7 @@ class Timeouts:
     total: float = 30.0
 
 
-def _tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """Verification always on; a custom bundle replaces the system CAs. Checked at start-up."""
     try:
         return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
@@ -162,17 +161,48 @@ def _host_header(url: URL) -> str:
     return host if url.is_default_port() else f"{host}:{url.port}"
 
 
-def _form_body(params: Mapping[str, ParamValue]) -> bytes:
-    clear = {k: v.reveal() if isinstance(v, Secret) else v for k, v in sorted(params.items())}
-    return urlencode(clear, quote_via=quote, safe="~").encode("ascii")
-
-
 def _clear(params: Mapping[str, ParamValue]) -> dict[str, str]:
     return {k: v.reveal() if isinstance(v, Secret) else v for k, v in params.items()}
 
 
+def _form_body(params: Mapping[str, ParamValue]) -> bytes:
+    return urlencode(sorted(_clear(params).items()), quote_via=quote, safe="~").encode("ascii")
+
+
 Method = Literal["POST", "GET"]
 """How an RPC action is sent: a form body (default) or query parameters (what the SDKs do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What one signed call answered, as it came (:meth:`EhpcClient.probe`)."""
+
+    status: int
+    body: Mapping[str, Any]
+    """The decoded answer with ``Code``/``Message``/``RequestId`` keys whatever their case; a
+    body that cannot be read, or a redirect, reads as ``Code`` ``InvalidResponse``."""
+    date: str | None
+    """The response's ``Date`` header (whole seconds): the gateway's clock."""
+
+    @property
+    def code(self) -> str | None:
+        return str(self.body["Code"]) if self.body.get("Code") else None
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 300 and self.code is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A response as received, before it is judged."""
+
+    endpoint: URL
+    """Without the query: with ``method="GET"`` the request's URL holds the passwords."""
+    status: int
+    raw: bytes
+    headers: Mapping[str, str]
+    elapsed: float
 
 
 class EhpcClient:
@@ -195,7 +225,7 @@ class EhpcClient:
         self._credentials = credentials
         self._endpoints = endpoints
         self._timeouts = timeouts or Timeouts()
-        self._ssl_context = _tls_context(ca_bundle)
+        self._ssl_context = tls_context(ca_bundle)
         self._max_connections = max_connections
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
@@ -281,6 +311,26 @@ class EhpcClient:
                 return clusters
             page += 1
 
+    async def probe(
+        self, region: str, params: Mapping[str, str], *, action: str = "ListClusters"
+    ) -> Probe:
+        """One signed read-only call, answered as it came: a refusal is a value, not an error.
+
+        For ``rotator doctor``: signed and sent exactly as :meth:`call` sends (the method, the
+        STS headers), but neither retried nor refreshed. Only a call that got no answer (no
+        connection, an untrusted certificate, a timeout) raises :class:`ApiError`.
+        """
+        reply = await self._exchange(region, action, params, cluster_id=None, mutating=False)
+        try:
+            if 300 <= reply.status < 400:
+                raise _redirect_error(
+                    reply.status, reply.headers.get("Location", ""), reply.endpoint, params, None
+                )
+            body = self._decode(reply.raw, reply.status, cluster_id=None, mutating=False)
+        except ApiError as exc:
+            body = {"Code": exc.code, "Message": exc.message}
+        return Probe(status=reply.status, body=body, date=reply.headers.get("Date"))
+
     # -- transport -------------------------------------------------------------------------
 
     async def call(
@@ -321,8 +371,50 @@ class EhpcClient:
         cluster_id: str | None,
         mutating: bool,
     ) -> dict[str, Any]:
+        reply = await self._exchange(
+            region, action, params, cluster_id=cluster_id, mutating=mutating
+        )
+        status = reply.status
+        if 300 <= status < 400:
+            raise _redirect_error(
+                status, reply.headers.get("Location", ""), reply.endpoint, params, cluster_id
+            )
+        decoded = self._decode(reply.raw, status, cluster_id=cluster_id, mutating=mutating)
+        request_id = str(decoded.get("RequestId", "")) or None
+        code = decoded.get("Code")
+        log.debug(
+            "ehpc_call",
+            action=action,
+            cluster_id=cluster_id,
+            region=region,
+            http_status=status,
+            code=code,
+            request_id=request_id,
+            elapsed_ms=round(reply.elapsed * 1000, 1),
+        )
+        if status < 300 and not code:
+            return decoded
+        raise error_for_code(
+            str(code or f"HTTP{status}"),
+            _without_secrets(str(decoded.get("Message", "")), params),
+            http_status=status,
+            cluster_id=cluster_id,
+            request_id=request_id,
+            retry_after=retry_after_from(reply.headers),
+        )
+
+    async def _exchange(
+        self,
+        region: str,
+        action: str,
+        params: Mapping[str, ParamValue],
+        *,
+        cluster_id: str | None,
+        mutating: bool,
+    ) -> _Reply:
+        """Sign and send one request; a transport failure is an :class:`ApiError`."""
         session = self._open()
-        url = self._endpoints.url_for(region)
+        url = endpoint = self._endpoints.url_for(region)
         if self._method == "GET":
             # Query parameters, encoded exactly as they are signed (RFC 3986, sorted). This URL
             # holds the passwords: it goes to aiohttp and nowhere else (no log, no message).
@@ -341,12 +433,16 @@ class EhpcClient:
             ) as response:
                 sent = True
                 raw = await response.read()
-                status = response.status
-                retry_after = retry_after_from(response.headers)
-                location = response.headers.get("Location", "")
+                return _Reply(
+                    endpoint=endpoint,
+                    status=response.status,
+                    raw=raw,
+                    headers=response.headers,
+                    elapsed=time.monotonic() - started,
+                )
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TerminalApiError(
-                f"TLS certificate of {url.host} not trusted ({exc.certificate_error}); set "
+                f"{url.host}: TLS certificate not trusted ({exc.certificate_error}); set "
                 "ehpc.ca_bundle if it is signed by a private CA",
                 code="TLSError",
                 cluster_id=cluster_id,
@@ -381,32 +477,6 @@ class EhpcClient:
                 cluster_id,
                 ambiguous=mutating,
             ) from None
-        elapsed = time.monotonic() - started
-        if 300 <= status < 400:
-            raise _redirect_error(status, location, url, params, cluster_id)
-        decoded = self._decode(raw, status, cluster_id=cluster_id, mutating=mutating)
-        request_id = str(decoded.get("RequestId", "")) or None
-        code = decoded.get("Code")
-        log.debug(
-            "ehpc_call",
-            action=action,
-            cluster_id=cluster_id,
-            region=region,
-            http_status=status,
-            code=code,
-            request_id=request_id,
-            elapsed_ms=round(elapsed * 1000, 1),
-        )
-        if status < 300 and not code:
-            return decoded
-        raise error_for_code(
-            str(code or f"HTTP{status}"),
-            _without_secrets(str(decoded.get("Message", "")), params),
-            http_status=status,
-            cluster_id=cluster_id,
-            request_id=request_id,
-            retry_after=retry_after,
-        )
 
     @staticmethod
     def _lost(message: str, code: str, cluster_id: str | None, *, ambiguous: bool) -> ApiError:

@@ -18,7 +18,6 @@ followed, at most five times.
 
 from __future__ import annotations
 
-import ipaddress
 import json as jsonlib
 import ssl
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from urllib3.exceptions import (
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from rotator.errors import ConfigError, RetryClass, VaultError
+from rotator.netaddr import is_loopback
 
 __all__ = [
     "GuardedRequestsSession",
@@ -50,15 +50,6 @@ __all__ = [
 
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_vault_addr(addr: str, *, allow_insecure_http: bool) -> None:
@@ -75,7 +66,7 @@ def check_vault_addr(addr: str, *, allow_insecure_http: bool) -> None:
     if parts.scheme == "https" and host:
         return
     if parts.scheme == "http" and host:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ConfigError(
                 f"{addr!r} uses plain http:// for a non-loopback host; the Vault token and the "
                 "passwords would cross the network in clear, so only https:// is allowed",

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from yarl import URL
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from rotator.doctor import _signed_call
-from rotator.ehpc.credentials import AccessKey
+from rotator.doctor import _clock_skew
+from rotator.ehpc import signer
+from rotator.ehpc.client import EhpcClient, Endpoints
+from rotator.ehpc.credentials import StaticCredentials
 from rotator.secret import Secret, write_secret_file
 from rotator.vault.client import VaultClient
 from rotator.vault.devserver import OpenBaoServer, free_port, start_openbao
 from rotator.vault.setup import ACL_POLICIES, default_policy_dir, render_policy, vault_setup
 from tests.support.fleet import Fleet
-from tests.support.sim import SimFactory
+from tests.support.sim import SimAdmin, SimFactory
 from tests.support.vault import VaultPaths, create_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -253,18 +257,19 @@ async def test_a_get_listclusters_is_signed_as_the_official_sdks_sign_it(
     sim_factory: SimFactory,
 ) -> None:
     """``ehpc.method = "GET"`` (issue 11) makes doctor probe with GET: the simulator, which
-    verifies signatures as the gateway does, accepts it."""
+    verifies signatures as the gateway does, accepts it, and its Date header gives the skew."""
     sim = await sim_factory(clusters=3, regions=REGIONS)
-    key = AccessKey(sim.config.access_key_id, Secret(sim.config.access_key_secret))
-    async with aiohttp.ClientSession() as session:
-        for method in ("GET", "POST"):
-            answer = await _signed_call(
-                session, URL(sim.base_url + "/"), method, key, {"PageNumber": "1", "PageSize": "1"}
-            )
-            assert answer.status == 200, answer.body
-            assert answer.body["TotalCount"] == 3
-            assert answer.skew is not None
-            assert abs(answer.skew) < 5
+    key = StaticCredentials(sim.config.access_key_id, Secret(sim.config.access_key_secret))
+    endpoints = Endpoints(single=sim.base_url, allow_insecure_http=True)
+    for method in ("GET", "POST"):
+        async with EhpcClient(credentials=key, endpoints=endpoints, method=method) as api:
+            sent = time.time()
+            answer = await api.probe("cn-hangzhou", {"PageNumber": "1", "PageSize": "1"})
+            skew = _clock_skew(answer.date, sent, time.time())
+        assert answer.status == 200, answer.body
+        assert answer.body["TotalCount"] == 3
+        assert skew is not None
+        assert abs(skew) < 5
 
 
 async def test_vaults_tls_verified_untrusted_and_switched_off(
@@ -321,3 +326,70 @@ async def test_a_missing_token_file_is_a_failed_check_not_a_crash(
     assert "[FAIL] vault.auth: token auth failed: vault.token_file: token file" in result.stdout
     assert "fix: log in again" in result.stdout
     assert "[ok  ] alibaba.list_clusters cn-hangzhou" in result.stdout
+
+
+async def test_sts_credentials_are_probed_as_the_client_signs_them(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    """doctor's ListClusters goes through the client's one signing path: with STS credentials
+    it sends and signs ``x-acs-accesskey-id`` beside the token, as the official SDK does."""
+    sim = await sim_factory(clusters=4, regions=REGIONS)
+    async with aiohttp.ClientSession() as http:
+        await SimAdmin(http, sim).add_credential("STS.doctor", "sts-doctor-secret", "sts-doc-tok")
+    sts = {
+        "access_key_id": "STS.doctor",
+        "access_key_secret_file": str(write_secret_file(tmp_path / "sts", "sts-doctor-secret")),
+        "security_token_file": str(write_secret_file(tmp_path / "sts-token", "sts-doc-tok")),
+    }
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths, overrides={"credentials": sts})
+
+    result = await fleet.cli("doctor", "--json")
+
+    assert result.code == 0, result.stdout + result.stderr[-2000:]
+    found = checks(result.stdout)
+    assert "with an STS token" in found["alibaba.credentials"]["detail"]
+    for region in REGIONS:
+        assert found[f"alibaba.list_clusters {region}"]["ok"]
+    assert "sts-doc-tok" not in result.stdout + result.stderr
+
+    seen: list[dict[str, str]] = []
+
+    async def capture(request: web.Request) -> web.Response:
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+        return web.json_response({"RequestId": "CAP-1", "TotalCount": 0, "Clusters": {}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", capture)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        config = fleet.config.read_text(encoding="utf-8").replace(
+            sim.base_url, str(server.make_url("")).rstrip("/")
+        )
+        (tmp_path / "capture.toml").write_text(config, encoding="utf-8")
+        await fleet.cli("doctor", "--json", config=tmp_path / "capture.toml")
+    finally:
+        await server.close()
+    assert seen
+    for headers in seen:
+        parsed = signer.parse_authorization(headers["authorization"])
+        assert parsed is not None
+        assert headers["x-acs-accesskey-id"] == "STS.doctor"
+        assert {"x-acs-accesskey-id", "x-acs-security-token"} <= set(parsed[1])
+
+
+async def test_an_unreadable_accesskey_secret_file_is_a_failed_check(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=2, regions=REGIONS)
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths, seed_roots=False)
+    (tmp_path / "ak-secret").unlink()
+
+    result = await fleet.cli("doctor", "--json")
+
+    assert result.code == 1, result.stdout + result.stderr[-2000:]
+    found = checks(result.stdout)["alibaba.credentials"]
+    assert not found["ok"]
+    assert "credentials.access_key_secret_file" in found["detail"]
+    assert "readable" in found["fix"]
+    assert "Traceback" not in result.stderr
