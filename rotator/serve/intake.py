@@ -185,7 +185,7 @@ class ScheduleIntake:
             self.schedule.set_lease(
                 Lease.from_metadata(
                     cluster_id,
-                    state.custom_metadata,
+                    state.status_view,  # the commit's times are in the data, not the metadata
                     config_period=target.period if target else None,
                 )
             )
