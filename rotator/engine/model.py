@@ -123,11 +123,14 @@ class VncState:
         """The status keys as people and the daemon read them: the custom metadata (a failed
         run's status, a person's ``rotation_period`` or pulled-forward ``next_rotation_at``)
         with the committed record's times filled in. A commit writes no metadata, so a cluster
-        with a committed password and no status is ``rotated``."""
+        with a committed password and no status is ``rotated``. A record committed without a
+        ``next_rotation_at`` (an older rotator, an import) keeps the times its metadata has."""
         view = dict(self.custom_metadata)
         if self.rotated_at is not None:
-            view["last_rotated_at"] = format_time(self.rotated_at)
             view.setdefault("status", "rotated")
+            recorded = "last_rotated_at" in view or "next_rotation_at" in view
+            if self.next_rotation_at is not None or not recorded:
+                view["last_rotated_at"] = format_time(self.rotated_at)
         if self.next_rotation_at is not None:
             person = parse_time(view.get("next_rotation_at"))
             if person is None or person > self.next_rotation_at:

@@ -334,7 +334,11 @@ class VaultStore:
         metadata = await self.client.kv_write(
             self.settings.kv_mount, self.vnc_path(state.cluster_id), data, cas=state.version
         )
-        written = {**metadata, "custom_metadata": state.custom_metadata}
+        # KV v2 answers a write with the secret's current custom metadata: fresher than what
+        # was read (and known even when the read found no version, e.g. a first commit after
+        # a failure's status), so the engine knows for free whether the status needs a write.
+        custom = metadata.get("custom_metadata", state.custom_metadata)
+        written = {**metadata, "custom_metadata": custom if isinstance(custom, dict) else {}}
         return replace(
             self._state(state.cluster_id, data, written),
             pending=state.pending,

@@ -542,3 +542,30 @@ async def test_an_old_layout_pending_password_is_migrated_and_reapplied(env: Env
     assert await env.vault_password("c-1") == (fresh, None)
     data = (await env.store.client.kv_read("secret", path) or {})["data"]
     assert "pending_password" not in data
+
+
+async def test_a_first_rotation_after_a_failure_clears_its_status_without_a_metadata_read(
+    env: Env,
+) -> None:
+    """The data read of a cluster never rotated finds nothing (404), not the failure status its
+    metadata holds; the commit's answer carries the custom metadata, so the status is still
+    cleared, and a rotation that found no status writes none."""
+    for path in (env.paths.vnc_path, env.paths.pending_path):  # c-3 was never rotated
+        await env.store.client.request("DELETE", f"secret/metadata/{path}/c-3")
+    await env.store.update_status("c-3", status="failed", last_error_code="Earlier", attempts=2)
+    client = CountingClient(env.paths.settings(env.server))
+    client.requests = []
+    env.clients.append(client)
+    store = VaultStore(client)
+    root = await env.store.read_root("c-3")
+
+    outcome = await rotate_cluster(
+        Target("c-3", "cn-hangzhou", root=root), env.context(store=store)
+    )
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert client.requests == ["GET data", "POST data", "POST data", "PATCH metadata"]
+    state = await env.store.read_vnc("c-3")
+    assert state.custom_metadata == {"status": "rotated"}
+    assert state.status_view["next_rotation_at"] > state.status_view["last_rotated_at"]
+    await env.assert_invariant("c-3")

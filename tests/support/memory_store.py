@@ -215,6 +215,8 @@ class MemoryStore:
             request_id=request_id,
             next_rotation_at=next_rotation_at,
             pending_version=pending.version,
+            # As KV v2 answers a write: with the secret's current custom metadata.
+            custom_metadata=dict(self._vnc(state.cluster_id).custom_metadata),
         )
 
     async def clear_pending(self, state: VncState) -> VncState:
