@@ -177,7 +177,8 @@ class ScheduleIntake:
         async def reread(cluster_id: str) -> None:
             async with limit:
                 try:
-                    state = await runtime.store.read_vnc(cluster_id)
+                    # One data read: the due time needs the committed record and its metadata.
+                    state = await runtime.store.read_vnc(cluster_id, pending=False)
                 except VaultError as exc:
                     log.info("lease_reread_failed", code=exc.code)
                     return
