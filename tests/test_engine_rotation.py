@@ -76,19 +76,34 @@ def target(**kw: Any) -> Target:
     return Target("c-1", kw.pop("region", "cn-hangzhou"), **kw)
 
 
-async def test_the_happy_path_costs_four_vault_calls() -> None:
+async def test_the_happy_path_costs_three_vault_calls_besides_the_root_read() -> None:
+    """Read, stage, commit: the commit records the times in the data, so the status metadata
+    is written only when a failure left something to clear (issue 10 §5, issue 14 §2)."""
     env = Env()
     outcome = await rotate_cluster(target(root=env.root), env.context())
     assert outcome.outcome is Outcome.ROTATED
-    assert env.store.calls == ["read_vnc", "stage", "commit", "update_status"]
+    assert env.store.calls == ["read_vnc", "stage", "commit"]
     # The next rotation stages with check-and-set on the pending version the commit recorded:
     # still no read of the pending record.
     env.store.calls.clear()
     later = env.context(not_before=T0 + timedelta(seconds=1), now=lambda: T0 + timedelta(1))
     assert (await rotate_cluster(target(root=env.root), later)).outcome is Outcome.ROTATED
-    assert env.store.calls == ["read_vnc", "stage", "commit", "update_status"]
+    assert env.store.calls == ["read_vnc", "stage", "commit"]
     assert env.api.clusters["c-1"].changes == 2
     env.assert_invariant()
+    state = await env.store.read_vnc("c-1")
+    assert state.next_rotation_at == state.rotated_at + timedelta(days=30)  # type: ignore[operator]
+    assert state.status_view["status"] == "rotated"
+
+
+async def test_a_success_after_a_failure_clears_the_failure_status_once() -> None:
+    env = Env()
+    await env.store.update_status("c-1", status="failed", last_error_code="Boom", attempts=3)
+    env.store.calls.clear()
+    outcome = await rotate_cluster(target(root=env.root), env.context())
+    assert outcome.outcome is Outcome.ROTATED
+    assert env.store.calls == ["read_vnc", "stage", "commit", "update_status"]
+    assert env.store.vnc["c-1"].custom_metadata == {"status": "rotated"}
 
 
 async def test_finding_4_a_password_staged_before_the_trigger_does_not_satisfy_it() -> None:

@@ -50,13 +50,14 @@ def _period(target: Target, state: VncState, default_period: float) -> float:
 
 
 def due_at(target: Target, state: VncState, default_period: float) -> datetime | None:
-    """When the current password falls due: the recorded ``next_rotation_at``, or earlier if
-    the period was shortened since it was recorded. None: nothing recorded."""
+    """When the current password falls due: the ``next_rotation_at`` the commit recorded (or a
+    person set earlier in the custom metadata), or earlier if the period was shortened since it
+    was recorded. None: nothing recorded."""
     meta = state.custom_metadata
-    recorded = parse_time(meta.get("next_rotation_at"))
+    recorded = [state.next_rotation_at, parse_time(meta.get("next_rotation_at"))]
     last = state.rotated_at or parse_time(meta.get("last_rotated_at"))
     by_period = last + timedelta(seconds=_period(target, state, default_period)) if last else None
-    candidates = [t for t in (recorded, by_period) if t is not None]
+    candidates = [t for t in (*recorded, by_period) if t is not None]
     return min(candidates) if candidates else None
 
 

@@ -17,12 +17,25 @@ from datetime import UTC, datetime
 from rotator.secret import Secret
 
 __all__ = [
+    "STATUS_KEYS",
     "PendingState",
     "RootCredential",
     "VncState",
     "format_time",
     "parse_time",
 ]
+
+
+STATUS_KEYS = (
+    "status",
+    "last_rotated_at",
+    "next_rotation_at",
+    "last_error_code",
+    "last_request_id",
+    "attempts",
+)
+"""Custom metadata keys rotator writes, only when a rotation did not end well (or to clear what
+such a rotation left): on the happy path the times live in the committed record's data."""
 
 
 def format_time(value: datetime) -> str:
@@ -88,6 +101,8 @@ class VncState:
     """When the committed password was generated: a trigger is satisfied only by a password
     generated after it (one staged earlier may have been seen by somebody)."""
     request_id: str | None = None
+    next_rotation_at: datetime | None = None
+    """When the committed password falls due, recorded with it by the commit."""
     custom_metadata: dict[str, str] = field(default_factory=dict)
     period_override: float | None = None
     """A person's ``rotation_period`` for this cluster, in seconds (parsed by the store)."""
@@ -102,6 +117,27 @@ class VncState:
     @property
     def exists(self) -> bool:
         return self.version > 0
+
+    @property
+    def status_view(self) -> dict[str, str]:
+        """The status keys as people and the daemon read them: the custom metadata (a failed
+        run's status, a person's ``rotation_period`` or pulled-forward ``next_rotation_at``)
+        with the committed record's times filled in. A commit writes no metadata, so a cluster
+        with a committed password and no status is ``rotated``. A record committed without a
+        ``next_rotation_at`` (an older rotator, an import) keeps the times its metadata has."""
+        view = dict(self.custom_metadata)
+        if self.rotated_at is not None:
+            view.setdefault("status", "rotated")
+            recorded = "last_rotated_at" in view or "next_rotation_at" in view
+            if self.next_rotation_at is not None or not recorded:
+                view["last_rotated_at"] = format_time(self.rotated_at)
+        if self.next_rotation_at is not None:
+            person = parse_time(view.get("next_rotation_at"))
+            if person is None or person > self.next_rotation_at:
+                view["next_rotation_at"] = format_time(self.next_rotation_at)
+        if self.request_id:
+            view.setdefault("last_request_id", self.request_id)
+        return view
 
     @property
     def in_flight(self) -> PendingState | None:

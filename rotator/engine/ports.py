@@ -59,9 +59,16 @@ class RotationStore(Protocol):
         ...
 
     async def commit(
-        self, state: VncState, *, request_id: str, rotated_at: datetime, region: str | None
+        self,
+        state: VncState,
+        *,
+        request_id: str,
+        rotated_at: datetime,
+        region: str | None,
+        next_rotation_at: datetime | None = None,
     ) -> VncState:
-        """``state.pending`` becomes the committed password (CAS on ``state.version``)."""
+        """``state.pending`` becomes the committed password (CAS on ``state.version``), recorded
+        with when it falls due; one write, no metadata."""
         ...
 
     async def clear_pending(self, state: VncState) -> VncState:
@@ -81,8 +88,10 @@ class RotationStore(Protocol):
         next_rotation_at: str | None = None,
         last_error_code: str | None = None,
         last_request_id: str | None = None,
-        attempts: int | None = None,
-    ) -> None: ...
+        attempts: int | str | None = None,
+    ) -> None:
+        """Merge status keys into the custom metadata: None leaves a key, ``""`` removes it."""
+        ...
 
 
 class Hooks(Protocol):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -36,7 +36,7 @@ import structlog
 
 from rotator.ehpc.codes import info_for
 from rotator.ehpc.models import ModifyResult
-from rotator.engine.model import RootCredential, VncState, parse_time
+from rotator.engine.model import STATUS_KEYS, RootCredential, VncState
 from rotator.engine.passwd_guard import PasswdRejections
 from rotator.engine.ports import ApiClient, Hooks, NoHooks, RotationStore
 from rotator.engine.ratelimit import RegionLimiter
@@ -456,16 +456,11 @@ async def _call_api(run: _Run, root: RootCredential, password: Secret) -> Modify
 
 
 async def _repair_status(run: _Run, state: VncState) -> None:
-    """The status metadata is written after the commit, best effort; if that write was lost,
-    the daemon's schedule would keep firing on a stale due time. Rewrite it from the data."""
-    rotated_at = state.rotated_at
-    if rotated_at is None:
-        return
-    meta = state.custom_metadata
-    same_time = parse_time(meta.get("last_rotated_at")) == rotated_at
-    if meta.get("status") == "rotated" and same_time and meta.get("next_rotation_at"):
-        return
-    await _write_rotated_status(run, rotated_at, state.request_id or "")
+    """A failure's status left in the metadata after a commit (the clearing write is best
+    effort, or a rival failed after we committed) would keep the cluster looking unfinished and
+    due: clear it now that the data shows the work done."""
+    if state.rotated_at is not None:
+        await _write_rotated_status(run, state)
 
 
 def _claim_running_out(state: VncState, ctx: RotationContext) -> bool:
@@ -633,14 +628,18 @@ async def _commit(
         try:
             committed = await run.vault(
                 lambda: ctx.store.commit(
-                    state, request_id=request_id, rotated_at=rotated_at, region=target.region
+                    state,
+                    request_id=request_id,
+                    rotated_at=rotated_at,
+                    region=target.region,
+                    next_rotation_at=rotated_at + timedelta(seconds=run.period),
                 )
             )
         except (_Park, VaultConflictError) as exc:
             error = exc.error if isinstance(exc, _Park) else exc
             landed = await _commit_landed(run, password)
             if landed is not None:
-                return await _record_rotated(run, request_id, rotated_at), landed
+                return await _record_rotated(run, landed), landed
             code = error.code if error else OutcomeCode.COMMIT_FAILED
             log.error(
                 "commit_failed",
@@ -658,7 +657,7 @@ async def _commit(
                 None,
             )
         run.state = committed
-        return await _record_rotated(run, request_id, rotated_at), committed
+        return await _record_rotated(run, committed), committed
 
     task: asyncio.Task[tuple[ClusterOutcome, VncState | None]] = asyncio.create_task(write())
     ctx.background.add(task)
@@ -675,26 +674,34 @@ async def _commit_landed(run: _Run, password: Secret | None) -> VncState | None:
     return None
 
 
-async def _record_rotated(run: _Run, request_id: str, rotated_at: datetime) -> ClusterOutcome:
-    await _write_rotated_status(run, rotated_at, request_id, attempts=run.attempts)
+async def _record_rotated(run: _Run, committed: VncState) -> ClusterOutcome:
+    await _write_rotated_status(run, committed)
     return run.outcome(Outcome.ROTATED)
 
 
-async def _write_rotated_status(
-    run: _Run, rotated_at: datetime, request_id: str, *, attempts: int | None = None
-) -> None:
-    """Status metadata of a committed password: the daemon's schedule reads next_rotation_at."""
-    next_at = rotated_at + timedelta(seconds=run.period)
+def _status_is_stale(custom: Mapping[str, str]) -> bool:
+    """After a commit, does the custom metadata still say something the data contradicts? Only
+    a failure's status and error keys, or times an older rotator kept there, need a write."""
+    keys = set(custom) & set(STATUS_KEYS)
+    return bool(keys - {"status"}) or custom.get("status", "rotated") != "rotated"
+
+
+async def _write_rotated_status(run: _Run, state: VncState) -> None:
+    """Status metadata of a committed password. The commit recorded the times in the data, so
+    on the happy path (metadata already clean) this costs no Vault request; otherwise one
+    merge patch sets ``rotated`` and removes what an earlier failure (or rotator) left."""
+    if not _status_is_stale(state.custom_metadata):
+        return
     await _best_effort(
         run,
         run.ctx.store.update_status(
             run.target.cluster_id,
             status="rotated",
-            last_rotated_at=rotated_at.isoformat(),
-            next_rotation_at=next_at.isoformat(),
+            last_rotated_at="",
+            next_rotation_at="",
             last_error_code="",
-            last_request_id=request_id,
-            attempts=attempts,
+            last_request_id="",
+            attempts="",
         ),
     )
 

@@ -214,7 +214,8 @@ class ScheduleIntake:
         async def reread(cluster_id: str) -> None:
             async with limit:
                 try:
-                    state = await runtime.store.read_vnc(cluster_id)
+                    # One data read: the due time needs the committed record and its metadata.
+                    state = await runtime.store.read_vnc(cluster_id, pending=False)
                 except VaultError as exc:
                     log.info("lease_reread_failed", code=exc.code)
                     return
@@ -222,7 +223,7 @@ class ScheduleIntake:
             self.schedule.set_lease(
                 Lease.from_metadata(
                     cluster_id,
-                    state.custom_metadata,
+                    state.status_view,  # the commit's times are in the data, not the metadata
                     config_period=target.period if target else None,
                 )
             )

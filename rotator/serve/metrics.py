@@ -223,7 +223,7 @@ class ServeMetrics:
         self.registry.register(self.password_ages)
 
     def load_password_ages(self, metadata: Mapping[str, Mapping[str, str]]) -> None:
-        """Every inventory cluster's ``last_rotated_at`` (Vault custom metadata), replacing
+        """Every inventory cluster's ``last_rotated_at`` (the vnc secret's status view), replacing
         what was known: called when the daemon reloads its schedule."""
         self.password_ages.load(metadata)
 

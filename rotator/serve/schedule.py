@@ -7,7 +7,8 @@
     schedule.finished("ehpc-1", rotated=True)
     schedule.seconds_until_next_due()       # for the wait, and a gauge
 
-A cluster's due time comes from Vault custom metadata: ``last_rotated_at`` + its period (a
+A cluster's due time comes from the vnc secret's status view (``VncState.status_view``: the
+committed record's times with its custom metadata): ``last_rotated_at`` + its period (a
 period override in the metadata ``rotation_period`` or the config, else the global one), or
 ``next_rotation_at`` when that is earlier (a person pulled it forward), or *now* when neither is
 known or a password is still pending. The fire time adds a deterministic per-cluster jitter (a

@@ -9,8 +9,9 @@
 
 ``<kv_mount>/<vnc_path>/<ClusterId>`` holds what the cluster really had: ``password``,
 ``cluster_id``, ``region``, ``staged_at`` (when that password was generated), ``rotated_at``
-(when it was committed), ``request_id`` and ``pending_version``. One version per rotation, so
-the KV versions are the password history; readers see nothing else.
+(when it was committed), ``next_rotation_at`` (when it falls due), ``request_id`` and
+``pending_version``. One version per rotation, so the KV versions are the password history;
+readers see nothing else.
 
 ``<kv_mount>/<pending_path>/<ClusterId>`` (private to rotator) holds the rotation in flight:
 ``password``, ``staged_at``, ``region`` and the claim (``claim_owner``, ``claim_until``). It is
@@ -23,9 +24,13 @@ Every write is a check-and-set on the version that was read, so two writers can 
 Secrets written by older versions kept ``pending_password`` inside the vnc record; they are moved
 to the pending record on first touch.
 
-Custom metadata on the vnc secret carries the status for people and ``rotator status``:
-``status``, ``last_rotated_at``, ``next_rotation_at``, ``last_error_code``, ``last_request_id``,
-``attempts``, and ``rotation_period`` (set by people to override the period of one cluster).
+Custom metadata on the vnc secret carries the status of a rotation that did not end well:
+``status`` (``failed``, ``pending``, ``skipped``), ``last_error_code``, ``last_request_id``,
+``attempts``; and ``rotation_period`` (set by people to override the period of one cluster). A
+commit writes no metadata (the times are in the data, read in the same request), so a rotation
+costs four Vault requests: the root credential, the vnc record, the stage, the commit. The next
+successful commit after a failure sets ``status`` back to ``rotated`` and removes the error keys.
+:attr:`VncState.status_view` (and :meth:`VaultStore.list_vnc_metadata`) merge both for readers.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ _OWNED_KEYS = frozenset(
         "rotated_at",
         "staged_at",
         "request_id",
+        "next_rotation_at",
         "pending_version",
         # The old layout's in-flight keys, moved to the pending record on first touch.
         "pending_password",
@@ -264,6 +270,7 @@ class VaultStore:
             rotated_at=parse_time(data.get("rotated_at")),
             staged_at=parse_time(data.get("staged_at")),
             request_id=_text(data.get("request_id")),
+            next_rotation_at=parse_time(data.get("next_rotation_at")),
             custom_metadata=custom,
             period_override=_period(custom),
             pending_version=_int(data.get("pending_version")),
@@ -317,6 +324,8 @@ class VaultStore:
             data["staged_at"] = format_time(state.staged_at)
         if state.request_id:
             data["request_id"] = state.request_id
+        if state.next_rotation_at is not None:
+            data["next_rotation_at"] = format_time(state.next_rotation_at)
         if state.pending_version:
             data["pending_version"] = state.pending_version
         return data
@@ -325,7 +334,11 @@ class VaultStore:
         metadata = await self.client.kv_write(
             self.settings.kv_mount, self.vnc_path(state.cluster_id), data, cas=state.version
         )
-        written = {**metadata, "custom_metadata": state.custom_metadata}
+        # KV v2 answers a write with the secret's current custom metadata: fresher than what
+        # was read (and known even when the read found no version, e.g. a first commit after
+        # a failure's status), so the engine knows for free whether the status needs a write.
+        custom = metadata.get("custom_metadata", state.custom_metadata)
+        written = {**metadata, "custom_metadata": custom if isinstance(custom, dict) else {}}
         return replace(
             self._state(state.cluster_id, data, written),
             pending=state.pending,
@@ -384,10 +397,17 @@ class VaultStore:
         )
 
     async def commit(
-        self, state: VncState, *, request_id: str, rotated_at: datetime, region: str | None
+        self,
+        state: VncState,
+        *,
+        request_id: str,
+        rotated_at: datetime,
+        region: str | None,
+        next_rotation_at: datetime | None = None,
     ) -> VncState:
-        """Make the pending password current: one new version of the vnc record (CAS). The
-        pending record is left as it is; ``pending_version`` marks it committed."""
+        """Make the pending password current: one new version of the vnc record (CAS), which
+        also records when it falls due. The pending record is left as it is;
+        ``pending_version`` marks it committed. No metadata is written (see the module doc)."""
         pending = state.pending
         if pending is None or pending.password is None:
             raise VaultError(
@@ -401,6 +421,7 @@ class VaultStore:
             staged_at=pending.staged_at,
             rotated_at=rotated_at,
             request_id=request_id,
+            next_rotation_at=next_rotation_at,
             pending_version=pending.version,
         )
         return await self._write_vnc(committed, self._current(committed, region))
@@ -436,7 +457,7 @@ class VaultStore:
         next_rotation_at: str | datetime | None = None,
         last_error_code: str | None = None,
         last_request_id: str | None = None,
-        attempts: int | None = None,
+        attempts: int | str | None = None,
     ) -> None:
         """Merge status keys into the custom metadata. None leaves a key, ``""`` removes it."""
         given: dict[str, str | datetime | int | None] = {
@@ -458,16 +479,22 @@ class VaultStore:
         )
 
     async def list_vnc_metadata(self) -> dict[str, dict[str, str]]:
-        """Custom metadata of every VNC secret, by cluster id (for ``rotator status``)."""
+        """The status of every VNC secret, by cluster id (``rotator status``, the daemon's
+        schedule): :attr:`VncState.status_view`, from one data read per secret (it returns the
+        custom metadata too); a metadata read only for a secret with no version yet."""
         mount, base = self.settings.kv_mount, self.settings.vnc_path
         ids = sorted(k for k in await self.client.kv_list(mount, base) if not k.endswith("/"))
         limit = asyncio.Semaphore(self.settings.max_workers)
 
         async def one(cluster_id: str) -> tuple[str, dict[str, str]]:
+            path = f"{base}/{cluster_id}"
             async with limit:
-                metadata = await self.client.kv_metadata(mount, f"{base}/{cluster_id}")
-            custom = (metadata or {}).get("custom_metadata") or {}
-            return cluster_id, {str(k): str(v) for k, v in custom.items()}
+                entry = await self.client.kv_read(mount, path)
+                if entry is None:  # status of a failure before the first commit
+                    metadata = await self.client.kv_metadata(mount, path) or {}
+                    entry = {"data": {}, "metadata": metadata}
+            state = self._state(cluster_id, entry.get("data") or {}, entry.get("metadata") or {})
+            return cluster_id, state.status_view
 
         return dict(await asyncio.gather(*(one(i) for i in ids)))
 

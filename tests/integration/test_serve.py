@@ -268,7 +268,7 @@ async def test_leases_rotate_the_due_clusters_and_metrics_show_it(
         assert await env.changes() == {never: 1, overdue: 1, later_a: 0, later_b: 0}
         assert await env.vault_matches_sim() == {}
         state = await env.store.read_vnc(never)
-        next_due = datetime.fromisoformat(state.custom_metadata["next_rotation_at"])
+        next_due = datetime.fromisoformat(state.status_view["next_rotation_at"])
         assert next_due > datetime.now(UTC) + timedelta(days=29)
         assert metric(samples, "rotator_rotations_total", outcome="rotated", code="") == 2
         assert metric(samples, "rotator_triggers_total", source="lease") == 2

@@ -3,6 +3,7 @@ password a person reads with the real ``bao`` CLI."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -304,7 +305,51 @@ async def test_rotation_period_set_by_a_person_survives_status_updates(
     assert patched.returncode == 0, patched.stderr
     await store.update_status(CLUSTER, status="rotated", attempts=1)
     metadata = await store.list_vnc_metadata()
-    assert metadata == {CLUSTER: {"rotation_period": "7d", "status": "rotated", "attempts": "1"}}
+    assert metadata == {
+        CLUSTER: {
+            "rotation_period": "7d",
+            "status": "rotated",
+            "attempts": "1",
+            # From the committed record's data (the same read):
+            "last_rotated_at": "2026-01-02T03:04:05.678000Z",
+            "last_request_id": "req-1",
+        }
+    }
+
+
+async def test_the_commit_records_its_times_in_the_data_and_the_status_view_reads_them(
+    store: VaultStore, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    """No metadata write on the happy path: ``bao kv get`` shows when the password was rotated
+    and falls due; ``rotator status`` and the daemon read the same from the data."""
+    due = T0 + timedelta(days=30)
+    staged = await store.stage_pending(
+        await store.read_vnc(CLUSTER), Secret("Ab12cd"), region="cn-hangzhou"
+    )
+    await store.commit(
+        staged, request_id="req-1", rotated_at=T0, region="cn-hangzhou", next_rotation_at=due
+    )
+    path = f"secret/{vault_paths.vnc_path}/{CLUSTER}"
+    shown = await run_bao(openbao, "kv", "get", "-format=json", path)
+    assert shown.returncode == 0, shown.stderr
+    body = json.loads(shown.stdout)["data"]
+    assert body["data"]["rotated_at"] == "2026-01-02T03:04:05.678000Z"
+    assert body["data"]["next_rotation_at"] == "2026-02-01T03:04:05.678000Z"
+    assert not body["metadata"].get("custom_metadata")
+    state = await store.read_vnc(CLUSTER)
+    assert state.next_rotation_at == due
+    expected = {
+        "status": "rotated",
+        "last_rotated_at": "2026-01-02T03:04:05.678000Z",
+        "next_rotation_at": "2026-02-01T03:04:05.678000Z",
+        "last_request_id": "req-1",
+    }
+    assert state.status_view == expected
+    assert await store.list_vnc_metadata() == {CLUSTER: expected}
+    # A person pulls the next rotation forward in the metadata: the earlier time wins.
+    await store.update_status(CLUSTER, status="rotated", next_rotation_at="2026-01-10T00:00:00Z")
+    view = (await store.list_vnc_metadata())[CLUSTER]
+    assert view["next_rotation_at"] == "2026-01-10T00:00:00Z"
 
 
 async def test_list_vnc_metadata_covers_every_cluster(store: VaultStore) -> None:

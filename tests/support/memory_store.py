@@ -118,6 +118,7 @@ class MemoryStore:
             rotated_at=_time(data.get("rotated_at")),
             staged_at=_time(data.get("staged_at")),
             request_id=_str(data.get("request_id")),
+            next_rotation_at=_time(data.get("next_rotation_at")),
             custom_metadata=dict(record.custom_metadata),
             pending_version=_int(data.get("pending_version")),
         )
@@ -183,7 +184,13 @@ class MemoryStore:
         return self._write_pending(state, data)
 
     async def commit(
-        self, state: VncState, *, request_id: str, rotated_at: datetime, region: str | None
+        self,
+        state: VncState,
+        *,
+        request_id: str,
+        rotated_at: datetime,
+        region: str | None,
+        next_rotation_at: datetime | None = None,
     ) -> VncState:
         await self._enter("commit")
         pending = state.pending
@@ -194,6 +201,7 @@ class MemoryStore:
             "staged_at": pending.staged_at,
             "rotated_at": rotated_at,
             "request_id": request_id,
+            "next_rotation_at": next_rotation_at,
             "region": region,
             "pending_version": pending.version,
         }
@@ -205,7 +213,10 @@ class MemoryStore:
             staged_at=pending.staged_at,
             rotated_at=rotated_at,
             request_id=request_id,
+            next_rotation_at=next_rotation_at,
             pending_version=pending.version,
+            # As KV v2 answers a write: with the secret's current custom metadata.
+            custom_metadata=dict(self._vnc(state.cluster_id).custom_metadata),
         )
 
     async def clear_pending(self, state: VncState) -> VncState:
@@ -232,7 +243,7 @@ class MemoryStore:
         next_rotation_at: str | None = None,
         last_error_code: str | None = None,
         last_request_id: str | None = None,
-        attempts: int | None = None,
+        attempts: int | str | None = None,
     ) -> None:
         await self._enter("update_status")
         given = {
