@@ -6,7 +6,6 @@ import asyncio
 import json
 import random
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,18 +74,27 @@ def test_region_limiter_bad_override_names_the_region() -> None:
 @pytest.mark.asyncio
 async def test_region_limiter_holds_each_region_to_its_rate() -> None:
     # 2 calls per 100 ms: the 5th call in a region cannot start before ~200 ms; another region
-    # has its own budget and is not held up by the first.
-    limiter = RegionLimiter(RateLimit.parse("2/100ms"))
-    started = time.monotonic()
+    # has its own budget and is not held up by the first. Virtual time: no wall-clock guesses.
+    now = 0.0
+
+    def clock() -> float:
+        return now
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+    limiter = RegionLimiter(RateLimit.parse("2/100ms"), clock=clock, sleep=sleep)
     for _ in range(5):
         async with limiter.slot("cn-hangzhou"):
             pass
-    busy_region = time.monotonic() - started
-    started = time.monotonic()
+    busy_region = now
+    started = now
     await asyncio.gather(limiter.acquire("cn-beijing"), limiter.acquire("cn-beijing"))
-    other_region = time.monotonic() - started
-    assert busy_region >= 0.19
-    assert other_region < 0.09
+    other_region = now - started
+    assert busy_region >= 0.2
+    assert other_region < 0.1
 
 
 # -- RetryPolicy ------------------------------------------------------------------------------
