@@ -64,10 +64,18 @@ async def run_demo(*, clusters: int = 200, keep: bool = False, stop: asyncio.Eve
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+
+def _heading(console: Console, text: str) -> None:
+    """A rule across a terminal; off one the console has no width, so a short plain line."""
+    if console.is_terminal:
+        console.rule(f"[bold]{text}")
+    else:
+        console.print(f"== {text} ==")
+
 async def _demo(
     console: Console, workdir: Path, *, clusters: int, keep: bool, stop: asyncio.Event
 ) -> int:
-    console.rule("[bold]rotator demo")
+    _heading(console, "rotator demo")
     console.print("Starting a real OpenBao dev server and the E-HPC simulator ...")
     secret_key = secrets.token_urlsafe(24)
     with start_openbao(workdir / "openbao") as bao:
@@ -147,7 +155,7 @@ async def _demo(
             sample = next(
                 (o.cluster_id for o in summary.outcomes if o.outcome is Outcome.ROTATED), None
             )
-            console.rule("[bold]where to look")
+            _heading(console, "where to look")
             console.print(
                 f"Run report:  bao kv get secret/ehpc/runs/{run_id}\n"
                 + (
@@ -183,7 +191,7 @@ async def _verify(console: Console, store: VaultStore, base_url: str, admin_toke
         elif int(str(cluster.get("change_count", 0))) > 0:
             lost += 1
     changed = sum(1 for c in clusters if int(str(c.get("change_count", 0))) > 0)
-    console.rule("[bold]check: Vault against the simulator")
+    _heading(console, "check: Vault against the simulator")
     console.print(
         f"{changed} clusters had their password changed; Vault holds it as the current password "
         f"for {current}, as a pending password for {pending}; lost: {lost}"
