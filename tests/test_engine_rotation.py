@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
+from rotator.ehpc.codes import error_for_code
 from rotator.engine.model import RootCredential
 from rotator.engine.ratelimit import RateLimit, RegionLimiter
 from rotator.engine.report import ClusterOutcome, Outcome, RunStatus, RunSummary
@@ -283,3 +284,26 @@ async def test_a_cluster_listed_as_stopped_with_nothing_pending_is_skipped() -> 
     env = Env()
     outcome = await not_running_outcome(target(status="Stopped"), env.context())
     assert (outcome.outcome, outcome.code) == (Outcome.SKIPPED, "ClusterNotRunning")
+
+
+async def test_a_refused_password_that_may_be_live_is_kept_not_cleared() -> None:
+    """Review after the wave-2 merge: an attempt applied P1 and lost the answer, then the API
+    refused P1 as a Passwd (its rule changed in between). The engine cleared the pending P1 and
+    staged a fresh one, so until that one landed the cluster had P1 and Vault had neither.
+    A refused value that may be live is kept (pending, claim released) and the cluster fails
+    with a code that says a person must look."""
+    env = Env()
+    seen: list[bool] = []
+
+    async def check_invariant() -> None:  # before the next value is applied
+        seen.append(env.real() in (env.store.current("c-1"), env.store.pending_password("c-1")))
+
+    refused = error_for_code("InvalidParams", "Passwd is invalid", http_status=400)
+    env.api.script("c-1", "drop", refused, check_invariant)
+    outcome = await rotate_cluster(target(root=env.root), env.context())
+    env.assert_invariant()
+    assert seen in ([], [True])
+    assert outcome.outcome is Outcome.FAILED
+    assert outcome.code == "PendingPasswordRefused"
+    assert env.store.pending_password("c-1") == Secret(env.api.sent("c-1")[0])
+    assert env.store.vnc["c-1"].custom_metadata["status"] == "pending"

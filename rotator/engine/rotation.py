@@ -594,9 +594,21 @@ async def _after_api_error(run: _Run, state: VncState, error: ApiError) -> VncSt
         run.maybe_applied = True
         await run.backoff(error)
         return run.state or state
+    if _rejects_passwd(error) and run.holds_claim() and run.maybe_applied:
+        # An earlier attempt may have applied this value before the API's rule changed: it may
+        # be the cluster's password, so it stays pending (the invariant) and a person decides.
+        raise _Park(
+            Outcome.FAILED,
+            error,
+            code=OutcomeCode.PENDING_PASSWORD_REFUSED,
+            message="the API now refuses the pending password, which an earlier attempt may "
+            "have applied; it is kept in the pending record: check whether the cluster's VNC "
+            "accepts it, then commit or delete it by hand",
+        )
     if _rejects_passwd(error) and run.holds_claim():
-        # The API will never take this value (the rule or policy changed): drop it and generate
-        # another. Retrying it forever is the bug Vault's static roles once had.
+        # The API will never take this value (the rule or policy changed) and no attempt can
+        # have applied it: drop it and generate another. Retrying it forever is the bug Vault's
+        # static roles once had.
         if (stop := ctx.passwd_rejections.record(run.target.cluster_id, error)) is not None:
             raise _Park(Outcome.FAILED, stop)  # on a second cluster: our rule is out of date
         try:
