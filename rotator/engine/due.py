@@ -71,7 +71,13 @@ def decide(
         return Decision(True, "a pending password from an earlier run (re-applied as is)")
     if state.password is None:
         return Decision(True, "never rotated")
-    last = state.rotated_at or parse_time(state.custom_metadata.get("last_rotated_at"))
+    # When the current password was generated, as the engine judges a trigger (issue 9,
+    # finding 4): one staged before the trigger may have been seen, even if committed after.
+    last = (
+        state.staged_at
+        or state.rotated_at
+        or parse_time(state.custom_metadata.get("last_rotated_at"))
+    )
     if target.not_before is not None and (last is None or last < target.not_before):
         # A check-out lease ended (or a trigger fired) after the current password was set.
         return Decision(True, f"a check-out lease ended at {_when(target.not_before)}")
