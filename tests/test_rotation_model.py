@@ -249,7 +249,7 @@ class RotationModel(RuleBasedStateMachine):
         the engine reuses that read; with ``breaker`` the Vault circuit breaker stops the run
         at the first Vault failure (rotations waiting on Vault park at once)."""
 
-        def run(ctx: RotationContext) -> asyncio.Future[object]:
+        def run(ctx: RotationContext) -> Any:
             return run_batch(
                 [Target(CLUSTER, "cn-hangzhou")],
                 ctx,
