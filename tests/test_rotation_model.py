@@ -6,7 +6,8 @@ Steps: start a rotator for the current trigger, alone or as ``run_batch`` does i
 read reused as the engine's first read, the Vault circuit breaker armed), or with a first read
 taken steps earlier (a stale known state); fire a new trigger; script the next API answer
 (applies / fails terminally / applies then drops / hangs past the client timeout / throttled with
-a retry-after longer than the claim / applies then answers 500 / cluster stopped); advance the
+a retry-after longer than the claim / applies then answers 500 / cluster stopped); a person edits
+the committed record (a new version, same password); advance the
 clock (claims expire); SIGTERM a rotator (its stop event, seen at any wait or API call); SIGKILL
 one (its tasks cancelled, including a commit in flight, so no cleanup runs); Vault unavailable
 for a while, then back.
@@ -365,6 +366,12 @@ class RotationModel(RuleBasedStateMachine):
         for task in [*rotator.inner, *rotator.ctx.background]:
             task.cancel()  # the process is gone: its shielded commit dies with it
         self.settle()
+
+    @rule()
+    def person_edits_the_vnc_record(self) -> None:
+        """A person adds a key to the VNC secret: a new version, same password."""
+        record = self.store.vnc[CLUSTER]
+        record.versions.append({**(record.data or {}), "note": f"edit {record.version}"})
 
     @rule(down=st.booleans())
     def vault_availability(self, down: bool) -> None:

@@ -68,6 +68,8 @@ SleepFn = Callable[[float], Awaitable[None]]
 
 # Lost check-and-set races in a row before we leave the cluster to whoever keeps winning.
 _MAX_STAGE_CONFLICTS = 5
+# Commits redone on a committed record somebody changed without staging (a person's edit).
+_MAX_COMMIT_REBASES = 3
 
 # The client's rule for a region id (it refuses anything else when building the URL); checked
 # before staging so a bad region in a root secret fails the cluster cleanly (issue 9, finding 8).
@@ -638,40 +640,72 @@ async def _commit(
     password = staged.password if staged else None
 
     async def write() -> tuple[ClusterOutcome, VncState | None]:
-        try:
-            committed = await run.vault(
-                lambda: ctx.store.commit(
-                    state, request_id=request_id, rotated_at=rotated_at, region=target.region
+        base = state
+        error: RotatorError | None = None
+        for rebase in range(_MAX_COMMIT_REBASES + 1):
+            try:
+                committed = await run.vault(
+                    partial(
+                        ctx.store.commit,
+                        base,
+                        request_id=request_id,
+                        rotated_at=rotated_at,
+                        region=target.region,
+                    )
                 )
-            )
-        except (_Park, VaultConflictError) as exc:
-            error = exc.error if isinstance(exc, _Park) else exc
-            landed = await _commit_landed(run, password)
-            if landed is not None:
-                return await _record_rotated(run, request_id, rotated_at), landed
-            code = error.code if error else OutcomeCode.COMMIT_FAILED
-            log.error(
-                "commit_failed",
-                code=code,
-                detail="the new password is safe in Vault's pending record; the next run "
-                "commits it",
-            )
-            await _best_effort_status(run, "pending", code)
-            return (
-                run.outcome(
-                    Outcome.COMMIT_FAILED,
-                    code=code,
-                    message="password changed; still pending in Vault",
-                ),
-                None,
-            )
-        run.state = committed
-        return await _record_rotated(run, request_id, rotated_at), committed
+            except VaultConflictError as exc:
+                error = exc
+                fresh = await _best_effort(run, ctx.store.read_vnc(target.cluster_id))
+                if fresh is not None and fresh.password is not None and fresh.password == password:
+                    # Our commit landed with its answer lost, or a rival that took our password
+                    # over committed it.
+                    return await _record_rotated(run, request_id, rotated_at), fresh
+                if fresh is None or rebase == _MAX_COMMIT_REBASES or not _still_ours(fresh, base):
+                    break
+                # The committed record changed but nobody staged since (a person added a key,
+                # a rotator migrated an old-layout secret): commit on top of that version.
+                log.info("commit_rebased", version=fresh.version)
+                base = fresh
+                continue
+            except _Park as exc:
+                error = exc.error
+                landed = await _commit_landed(run, password)
+                if landed is not None:
+                    return await _record_rotated(run, request_id, rotated_at), landed
+                break
+            run.state = committed
+            return await _record_rotated(run, request_id, rotated_at), committed
+        code = error.code if error else OutcomeCode.COMMIT_FAILED
+        log.error(
+            "commit_failed",
+            code=code,
+            detail="the new password is safe in Vault's pending record; the next run commits it",
+        )
+        await _best_effort_status(run, "pending", code)
+        return (
+            run.outcome(
+                Outcome.COMMIT_FAILED, code=code, message="password changed; still pending in Vault"
+            ),
+            None,
+        )
 
     task: asyncio.Task[tuple[ClusterOutcome, VncState | None]] = asyncio.create_task(write())
     ctx.background.add(task)
     task.add_done_callback(ctx.background.discard)
     return await asyncio.shield(task)
+
+
+def _still_ours(fresh: VncState | None, base: VncState) -> bool:
+    """Is the pending record exactly as we committed from (same version and password)? Then
+    nobody staged since, and no other password can have reached the cluster through rotator."""
+    ours, now = base.pending, fresh.pending if fresh else None
+    return (
+        ours is not None
+        and now is not None
+        and now.version == ours.version
+        and now.password is not None
+        and now.password == ours.password
+    )
 
 
 async def _commit_landed(run: _Run, password: Secret | None) -> VncState | None:
