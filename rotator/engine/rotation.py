@@ -696,11 +696,15 @@ async def _commit(
 
 
 def _still_ours(fresh: VncState | None, base: VncState) -> bool:
-    """Is the pending record exactly as we committed from (same version and password)? Then
-    nobody staged since, and no other password can have reached the cluster through rotator."""
+    """Is the pending record exactly as we committed from (same version and password), and the
+    committed password unchanged? Then nobody staged since, so no other password can have
+    reached the cluster through rotator. A password a person wrote by hand is not overwritten:
+    they may have set it on the cluster too."""
     ours, now = base.pending, fresh.pending if fresh else None
     return (
-        ours is not None
+        fresh is not None
+        and fresh.password == base.password
+        and ours is not None
         and now is not None
         and now.version == ours.version
         and now.password is not None

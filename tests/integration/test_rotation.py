@@ -581,3 +581,25 @@ async def test_a_person_editing_the_vnc_record_mid_rotation_does_not_fail_the_co
     state = await env.store.read_vnc("c-1")
     assert state.extra == {"owner": "team-a"}
     assert state.custom_metadata["status"] == "rotated"
+
+
+async def test_a_password_a_person_wrote_by_hand_mid_rotation_is_not_overwritten(
+    env: Env,
+) -> None:
+    """The same race, but the person wrote another password (they may have set it on the
+    cluster by hand): the commit is not redone over it; ours stays pending, commit_failed."""
+    client = env.store.client
+    vnc = f"{env.paths.vnc_path}/c-1"
+
+    async def person_sets_a_password() -> None:
+        entry = await client.kv_read("secret", vnc)
+        assert entry is not None
+        data = {**(entry.get("data") or {}), "password": "Hand99"}
+        await client.kv_write("secret", vnc, data, cas=int(entry["metadata"]["version"]))
+
+    env.api.script("c-1", person_sets_a_password)
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.COMMIT_FAILED
+    real = env.api.clusters["c-1"].vnc_password
+    assert await env.vault_password("c-1") == ("Hand99", real)
