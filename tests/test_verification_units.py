@@ -80,9 +80,11 @@ class _Store:
     password: Secret | None = field(default_factory=lambda: Secret("ab12cd"))
     fail: bool = False
     reads: int = 0
+    with_pending: list[bool] = field(default_factory=list)
 
-    async def read_vnc(self, cluster_id: str) -> VncState:
+    async def read_vnc(self, cluster_id: str, *, pending: bool = True) -> VncState:
         self.reads += 1
+        self.with_pending.append(pending)
         if self.fail:
             raise VaultUnavailableError("sealed", code="VaultSealed")
         return VncState(cluster_id=cluster_id, version=3, password=self.password)
@@ -221,3 +223,12 @@ def test_bad_verify_settings_fail_at_start(tmp_path: Path, text: str, key: str) 
 )
 def test_first_login_node(value: object, node: str) -> None:
     assert _first_login_node(value) == node
+
+
+@pytest.mark.asyncio
+async def test_the_check_reads_only_the_committed_record() -> None:
+    """Review after the wave-2 merge: the check read the pending record too (a second Vault
+    request per verified rotation) although it only uses the committed password."""
+    store = _Store()
+    await Verification(_Verifier()).check(ROTATED, TARGET, _ctx(store))
+    assert store.with_pending == [False]

@@ -97,7 +97,8 @@ class Verification:
         self, outcome: ClusterOutcome, target: Target, ctx: RotationContext
     ) -> ClusterOutcome:
         try:
-            state = await ctx.store.read_vnc(outcome.cluster_id)
+            # The committed record only: one Vault request, the password readers now get.
+            state = await ctx.store.read_vnc(outcome.cluster_id, pending=False)
         except VaultError as exc:
             return _with(outcome, Verified.UNVERIFIED, exc.code, "cannot read the new password")
         if state.password is None:
