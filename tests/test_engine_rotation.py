@@ -12,6 +12,7 @@ import pytest
 import structlog
 
 from rotator.ehpc.codes import error_for_code
+from rotator.engine.batch import run_batch
 from rotator.engine.model import RootCredential
 from rotator.engine.ratelimit import RateLimit, RegionLimiter
 from rotator.engine.report import ClusterOutcome, Outcome, RunStatus, RunSummary
@@ -307,3 +308,23 @@ async def test_a_refused_password_that_may_be_live_is_kept_not_cleared() -> None
     assert outcome.code == "PendingPasswordRefused"
     assert env.store.pending_password("c-1") == Secret(env.api.sent("c-1")[0])
     assert env.store.vnc["c-1"].custom_metadata["status"] == "pending"
+
+
+async def test_clusters_missing_a_root_credential_do_not_trip_the_vault_breaker() -> None:
+    """A cluster without a root credential is a per-cluster data problem (Vault answered):
+    each such failure is followed by its outcome, which resets the breaker's count, so six in
+    a row with a limit of 3 do not stop the run (checked in review; it held)."""
+    api = FakeApi.with_clusters(8)
+    store = MemoryStore(now=lambda: T0)
+    for cluster in list(api.clusters.values())[6:]:  # only the last two have one
+        store.put_root(RootCredential(cluster.id, "root", Secret(cluster.root_password), "r"))
+    env = Env()
+    ctx = env.context(api=api, store=store)
+    targets = [Target(c, "cn-hangzhou") for c in api.clusters]
+    summary = await run_batch(
+        targets, ctx, run_id="r", concurrency=4, vault_failure_limit=3, stop=asyncio.Event()
+    )
+    by_code = {o.cluster_id: o.code for o in summary.outcomes}
+    assert summary.stopped_reason is None
+    assert [by_code[f"c-{i}"] for i in range(1, 7)] == ["RootCredentialMissing"] * 6
+    assert (by_code["c-7"], by_code["c-8"]) == (None, None)
