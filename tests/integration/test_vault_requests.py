@@ -137,17 +137,34 @@ async def test_rotate_all_costs_four_requests_per_rotation_plus_the_root_read(
     assert (_total(rotation) + _total(inventory) - 1) / CLUSTERS == 5
 
 
-async def test_a_daemon_rotation_costs_four_requests_with_the_root_known(
+async def test_a_daemon_rotation_costs_five_requests(
     fleet: tuple[VaultStore, FakeApi, Counted],
 ) -> None:
-    """``serve`` rotates targets whose root its inventory holds; without the due check the
-    engine still reads the committed record once (its version for the commit's CAS)."""
+    """``serve`` hands the engine cluster ids only (its inventory keeps no root credential, so
+    a changed root password is picked up), and has no due check: the engine reads the root and
+    the committed record (the version its commit's CAS needs), then stages, commits, and writes
+    the status. Issue 14 hoped for 3 "when the version is known": the root read, the committed
+    record's read and the status write would each need a cache or a layout change (README,
+    "Vault requests per rotation")."""
     store, api, counted = fleet
-    targets = await _inventory(store)
+    ids = await store.list_root_clusters()
+    targets = [Target(i, "") for i in ids]
     await _batch(store, api, targets, "first", due=False)
     counted.take()
 
     await _batch(store, api, targets, "webhook", due=False)
     rotation = counted.take()
-    assert _total(rotation) / CLUSTERS == 4
-    assert rotation["GET data/vnc"] == CLUSTERS
+    assert rotation == Counter(
+        {
+            "GET data/root": CLUSTERS,
+            "GET data/vnc": CLUSTERS,
+            "POST data/pending": CLUSTERS,
+            "POST data/vnc": CLUSTERS,
+            "PATCH metadata/vnc": CLUSTERS,
+        }
+    )
+    # With the root known (a Vault inventory's read, as rotate --all has it): 4.
+    known = await _inventory(store)
+    counted.take()
+    await _batch(store, api, known, "webhook-2", due=False)
+    assert _total(counted.take()) / CLUSTERS == 4
