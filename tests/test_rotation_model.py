@@ -6,7 +6,8 @@ Steps: start a rotator for the current trigger, alone or as ``run_batch`` does i
 read reused as the engine's first read, the Vault circuit breaker armed), or with a first read
 taken steps earlier (a stale known state); fire a new trigger; script the next API answer
 (applies / fails terminally / applies then drops / hangs past the client timeout / throttled with
-a retry-after longer than the claim / applies then answers 500 / cluster stopped); a person edits
+a retry-after longer than the claim / applies then answers 500 / refuses the value as a Passwd /
+cluster stopped); a person edits
 the committed record (a new version, same password); advance the
 clock (claims expire); SIGTERM a rotator (its stop event, seen at any wait or API call); SIGKILL
 one (its tasks cancelled, including a commit in flight, so no cleanup runs); Vault unavailable
@@ -118,6 +119,8 @@ class ModelApi:
             raise error_for_code("InvalidClusterStatus", "stopped", http_status=403)
         if step == "terminal":
             raise error_for_code("ExecFail", "refused", http_status=400)
+        if step == "refuse_passwd":  # the API's password rule changed: this value never applies
+            raise error_for_code("InvalidParams", "Passwd is invalid", http_status=400)
         if step == "throttled":
             raise error_for_code(
                 "Throttling.User", "slow down", http_status=400, retry_after=CLAIM_TTL * 1.5
@@ -171,7 +174,16 @@ class Rotator:
     """Tasks a batch started (one per cluster): a SIGKILL ends them too."""
 
 
-STEPS = ("ok", "terminal", "drop", "hang_applies", "hang_lost", "throttled", "apply_then_500")
+STEPS = (
+    "ok",
+    "terminal",
+    "drop",
+    "hang_applies",
+    "hang_lost",
+    "throttled",
+    "apply_then_500",
+    "refuse_passwd",
+)
 
 
 class RotationModel(RuleBasedStateMachine):
