@@ -283,7 +283,10 @@ class VaultStore:
         moved: dict[str, object] = {"cluster_id": cluster_id}
         if password := _secret(data.get("pending_password")):
             moved["password"] = password.reveal()
-            moved["staged_at"] = format_time(parse_time(data.get("pending_since")) or _now())
+            # Of unknown age, it counts as older than any trigger: the old layout let readers see
+            # it, so it must never satisfy one (issue 9, finding 4).
+            staged = parse_time(data.get("pending_since")) or _UNKNOWN_AGE
+            moved["staged_at"] = format_time(staged)
         for key in ("claim_owner", "claim_until", "region"):
             if _text(data.get(key)):
                 moved[key] = data[key]
@@ -539,6 +542,10 @@ class VaultStore:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_UNKNOWN_AGE = datetime(1970, 1, 1, tzinfo=UTC)
+"""``staged_at`` of a migrated old-layout pending password that had no ``pending_since``."""
 
 
 def _report_value(value: object) -> object:

@@ -554,6 +554,32 @@ async def test_an_old_layout_pending_password_is_migrated_and_reapplied(env: Env
     assert "pending_password" not in data
 
 
+async def test_an_old_layout_pending_password_without_its_time_never_satisfies_a_trigger(
+    env: Env,
+) -> None:
+    """Review after the wave-2 merge: an old-layout pending_password without pending_since
+    (readers could see it: the old layout exposed it) was migrated with staged_at = now, so
+    once re-applied and committed it counted as generated after this run's trigger and no
+    fresh password followed. Of unknown age, it is taken as older than any trigger."""
+    path = f"{env.paths.vnc_path}/c-1"
+    current = await env.store.client.kv_read("secret", path)
+    assert current is not None
+    old = dict(current["data"])
+    old.pop("pending_version", None)
+    old.update(pending_password="Old123")
+    await env.store.client.kv_write("secret", path, old)
+    env.api.clusters["c-1"].vnc_password = "Old123"
+    trigger = datetime.now(UTC)  # e.g. someone left the team (after the import)
+
+    outcome = await rotate_cluster(target(), env.context(not_before=trigger))
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert env.api.sent("c-1")[0] == "Old123"
+    assert len(env.api.sent("c-1")) == 2, "a fresh password must follow the old one"
+    fresh = env.api.sent("c-1")[1]
+    assert await env.vault_password("c-1") == (fresh, None)
+
+
 async def test_a_person_editing_the_vnc_record_mid_rotation_does_not_fail_the_commit(
     env: Env,
 ) -> None:
