@@ -328,3 +328,37 @@ async def test_clusters_missing_a_root_credential_do_not_trip_the_vault_breaker(
     assert summary.stopped_reason is None
     assert [by_code[f"c-{i}"] for i in range(1, 7)] == ["RootCredentialMissing"] * 6
     assert (by_code["c-7"], by_code["c-8"]) == (None, None)
+
+
+async def test_a_stop_while_waiting_out_a_rivals_claim_leaves_the_rivals_status_alone() -> None:
+    """Review after the wave-2 merge: r2 waited out r1's live claim; r1 committed and wrote
+    ``rotated``; then r2 got SIGTERM and wrote ``failed``/``Interrupted`` over it, so the next
+    ``rotate`` (and the daemon's schedule) saw a failed cluster and rotated it again. A run that
+    holds no claim and never called the API has no status to write."""
+    env = Env()
+    entered, release, sleeping = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def r1_applies_slowly() -> None:
+        entered.set()
+        await release.wait()
+
+    async def sleep_until_stopped(seconds: float) -> None:
+        sleeping.set()
+        await asyncio.Event().wait()
+
+    env.api.script("c-1", r1_applies_slowly)
+    r1 = asyncio.create_task(rotate_cluster(target(root=env.root), env.context(owner="r1")))
+    await asyncio.wait_for(entered.wait(), 10)
+    stop = asyncio.Event()
+    r2_ctx = env.context(owner="r2", stop=stop, sleep=sleep_until_stopped)
+    r2 = asyncio.create_task(rotate_cluster(target(root=env.root), r2_ctx))
+    await asyncio.wait_for(sleeping.wait(), 10)  # r2 waits out r1's claim
+    release.set()
+    assert (await asyncio.wait_for(r1, 10)).outcome is Outcome.ROTATED
+    stop.set()
+    interrupted = await asyncio.wait_for(r2, 10)
+
+    assert interrupted.code == "Interrupted"
+    assert env.store.vnc["c-1"].custom_metadata["status"] == "rotated"
+    assert env.api.clusters["c-1"].changes == 1
+    env.assert_invariant()

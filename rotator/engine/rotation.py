@@ -754,6 +754,10 @@ async def _park(run: _Run, park: _Park) -> ClusterOutcome:
     if code == OutcomeCode.CLAIMED_ELSEWHERE or isinstance(error, VaultConflictError):
         # Another rotator owns this cluster right now: its bookkeeping, not ours.
         return run.outcome(park.outcome, code=code, message=message)
+    if code == OutcomeCode.INTERRUPTED and run.attempts == 0 and not run.holds_claim():
+        # Stopped before this run owned or sent anything (e.g. while waiting out a rival's
+        # claim): the status belongs to whoever does; ours would overwrite their "rotated".
+        return run.outcome(park.outcome, code=code, message=message)
     outcome = park.outcome
     status = "failed" if outcome is Outcome.FAILED else "skipped"
     if run.maybe_applied:
