@@ -81,6 +81,7 @@ class _Store:
     fail: bool = False
     reads: int = 0
     with_pending: list[bool] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
 
     async def read_vnc(self, cluster_id: str, *, pending: bool = True) -> VncState:
         self.reads += 1
@@ -91,6 +92,9 @@ class _Store:
 
     async def read_root(self, cluster_id: str) -> RootCredential:
         return RootCredential(cluster_id, "root", Secret("r00tpass"), "cn-hangzhou")
+
+    async def update_status(self, cluster_id: str, **values: Any) -> None:
+        self.statuses.append({"cluster_id": cluster_id, **values})
 
 
 @dataclass(slots=True)
@@ -232,3 +236,23 @@ async def test_the_check_reads_only_the_committed_record() -> None:
     store = _Store()
     await Verification(_Verifier()).check(ROTATED, TARGET, _ctx(store))
     assert store.with_pending == [False]
+
+
+@pytest.mark.asyncio
+async def test_a_verify_failed_cluster_is_left_failed_so_the_next_rotate_redoes_it() -> None:
+    """Review after the wave-2 merge: a verify_failed cluster (Vault's password does not open
+    its VNC) kept status ``rotated``, so the ``rotator rotate --cluster`` its message
+    recommends skipped it as NotDue. Its status is now ``failed`` with the check's code:
+    due for the next run (tests/integration/test_verify_rotation.py shows it end to end)."""
+    store = _Store()
+    failed = VerifyResult(VerifyStatus.VERIFY_FAILED, "VncAuthFailed", "refused")
+    await Verification(_Verifier(result=failed)).check(ROTATED, TARGET, _ctx(store))
+    assert [(s["status"], s["last_error_code"]) for s in store.statuses] == [
+        ("failed", "VncAuthFailed")
+    ]
+    # A verified (or unverified: no answer) rotation keeps the status the commit wrote.
+    ok = _Store()
+    await Verification(_Verifier()).check(ROTATED, TARGET, _ctx(ok))
+    unverified = VerifyResult(VerifyStatus.UNVERIFIED, "VncUnreachable", "no answer")
+    await Verification(_Verifier(result=unverified)).check(ROTATED, TARGET, _ctx(ok))
+    assert ok.statuses == []

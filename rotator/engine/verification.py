@@ -89,6 +89,8 @@ class Verification:
                 code=result.verify_code,
                 detail=result.verify_message,
             )
+            if result.verified is Verified.VERIFY_FAILED:
+                await _leave_failed(result, ctx)
         if isinstance(ctx.hooks, VerificationHooks):
             ctx.hooks.verification(result)
         return result
@@ -137,6 +139,20 @@ class Verification:
             task = asyncio.ensure_future(_list_login_nodes(region, ctx))
             self._login_nodes[region] = task
         return await asyncio.shield(task)
+
+
+async def _leave_failed(result: ClusterOutcome, ctx: RotationContext) -> None:
+    """Vault's password does not open the cluster's VNC: mark the cluster ``failed`` so the
+    next ``rotate`` (due semantics) and the daemon's schedule rotate it again, as the message
+    says. Best effort: the outcome already says verify_failed."""
+    try:
+        await ctx.store.update_status(
+            result.cluster_id,
+            status="failed",
+            last_error_code=result.verify_code or "VerifyFailed",
+        )
+    except VaultError as exc:
+        log.warning("vault_bookkeeping_failed", code=exc.code)
 
 
 async def _list_login_nodes(region: str, ctx: RotationContext) -> dict[str, str]:
