@@ -64,13 +64,13 @@ async def run_demo(*, clusters: int = 200, keep: bool = False, stop: asyncio.Eve
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-
 def _heading(console: Console, text: str) -> None:
     """A rule across a terminal; off one the console has no width, so a short plain line."""
     if console.is_terminal:
         console.rule(f"[bold]{text}")
     else:
         console.print(f"== {text} ==")
+
 
 async def _demo(
     console: Console, workdir: Path, *, clusters: int, keep: bool, stop: asyncio.Event

@@ -103,3 +103,33 @@ def test_a_checked_out_cluster_is_held_unless_forced_or_triggered() -> None:
     ended = replace(held, not_before=NOW - timedelta(minutes=1))
     assert decide(ended, due, now=NOW, default_period=30 * DAY).rotate
     assert decide(held, _state(pending=True), now=NOW, default_period=30 * DAY).rotate
+
+
+def test_a_trigger_is_satisfied_only_by_a_password_generated_after_it() -> None:
+    """Review after the wave-2 merge: the engine judges a trigger by when the committed password
+    was generated (``staged_at``, issue 9 finding 4), ``decide`` by when it was committed; a
+    password staged before a lease ended and committed after it made ``plan``/``rotate`` say
+    "not due" while the engine would rotate. Both now use the generation time."""
+    ended = NOW - timedelta(hours=1)
+    state = VncState(
+        cluster_id=TARGET.cluster_id,
+        version=3,
+        password=Secret("Ab12cd"),
+        staged_at=NOW - timedelta(hours=2),
+        rotated_at=NOW - timedelta(minutes=30),
+        custom_metadata={
+            "status": "rotated",
+            "next_rotation_at": (NOW + timedelta(days=29)).isoformat(),
+        },
+    )
+    target = Target(TARGET.cluster_id, TARGET.region, not_before=ended)
+    assert decide(target, state, now=NOW, default_period=30 * DAY).rotate
+    later = VncState(
+        cluster_id=state.cluster_id,
+        version=4,
+        password=Secret("Cd34ef"),
+        staged_at=NOW - timedelta(minutes=20),
+        rotated_at=NOW - timedelta(minutes=19),
+        custom_metadata=state.custom_metadata,
+    )
+    assert not decide(target, later, now=NOW, default_period=30 * DAY).rotate

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import structlog
 
+from rotator.ehpc.codes import error_for_code
+from rotator.engine.batch import run_batch
 from rotator.engine.model import RootCredential
 from rotator.engine.ratelimit import RateLimit, RegionLimiter
 from rotator.engine.report import ClusterOutcome, Outcome, RunStatus, RunSummary
@@ -298,3 +300,81 @@ async def test_a_cluster_listed_as_stopped_with_nothing_pending_is_skipped() -> 
     env = Env()
     outcome = await not_running_outcome(target(status="Stopped"), env.context())
     assert (outcome.outcome, outcome.code) == (Outcome.SKIPPED, "ClusterNotRunning")
+
+
+async def test_a_refused_password_that_may_be_live_is_kept_not_cleared() -> None:
+    """Review after the wave-2 merge: an attempt applied P1 and lost the answer, then the API
+    refused P1 as a Passwd (its rule changed in between). The engine cleared the pending P1 and
+    staged a fresh one, so until that one landed the cluster had P1 and Vault had neither.
+    A refused value that may be live is kept (pending, claim released) and the cluster fails
+    with a code that says a person must look."""
+    env = Env()
+    seen: list[bool] = []
+
+    async def check_invariant() -> None:  # before the next value is applied
+        seen.append(env.real() in (env.store.current("c-1"), env.store.pending_password("c-1")))
+
+    refused = error_for_code("InvalidParams", "Passwd is invalid", http_status=400)
+    env.api.script("c-1", "drop", refused, check_invariant)
+    outcome = await rotate_cluster(target(root=env.root), env.context())
+    env.assert_invariant()
+    assert seen in ([], [True])
+    assert outcome.outcome is Outcome.FAILED
+    assert outcome.code == "PendingPasswordRefused"
+    assert env.store.pending_password("c-1") == Secret(env.api.sent("c-1")[0])
+    assert env.store.vnc["c-1"].custom_metadata["status"] == "pending"
+
+
+async def test_clusters_missing_a_root_credential_do_not_trip_the_vault_breaker() -> None:
+    """A cluster without a root credential is a per-cluster data problem (Vault answered):
+    each such failure is followed by its outcome, which resets the breaker's count, so six in
+    a row with a limit of 3 do not stop the run (checked in review; it held)."""
+    api = FakeApi.with_clusters(8)
+    store = MemoryStore(now=lambda: T0)
+    for cluster in list(api.clusters.values())[6:]:  # only the last two have one
+        store.put_root(RootCredential(cluster.id, "root", Secret(cluster.root_password), "r"))
+    env = Env()
+    ctx = env.context(api=api, store=store)
+    targets = [Target(c, "cn-hangzhou") for c in api.clusters]
+    summary = await run_batch(
+        targets, ctx, run_id="r", concurrency=4, vault_failure_limit=3, stop=asyncio.Event()
+    )
+    by_code = {o.cluster_id: o.code for o in summary.outcomes}
+    assert summary.stopped_reason is None
+    assert [by_code[f"c-{i}"] for i in range(1, 7)] == ["RootCredentialMissing"] * 6
+    assert (by_code["c-7"], by_code["c-8"]) == (None, None)
+
+
+async def test_a_stop_while_waiting_out_a_rivals_claim_leaves_the_rivals_status_alone() -> None:
+    """Review after the wave-2 merge: r2 waited out r1's live claim; r1 committed and wrote
+    ``rotated``; then r2 got SIGTERM and wrote ``failed``/``Interrupted`` over it, so the next
+    ``rotate`` (and the daemon's schedule) saw a failed cluster and rotated it again. A run that
+    holds no claim and never called the API has no status to write."""
+    env = Env()
+    entered, release, sleeping = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def r1_applies_slowly() -> None:
+        entered.set()
+        await release.wait()
+
+    async def sleep_until_stopped(seconds: float) -> None:
+        sleeping.set()
+        await asyncio.Event().wait()
+
+    env.api.script("c-1", r1_applies_slowly)
+    r1 = asyncio.create_task(rotate_cluster(target(root=env.root), env.context(owner="r1")))
+    await asyncio.wait_for(entered.wait(), 10)
+    stop = asyncio.Event()
+    r2_ctx = env.context(owner="r2", stop=stop, sleep=sleep_until_stopped)
+    r2 = asyncio.create_task(rotate_cluster(target(root=env.root), r2_ctx))
+    await asyncio.wait_for(sleeping.wait(), 10)  # r2 waits out r1's claim
+    release.set()
+    assert (await asyncio.wait_for(r1, 10)).outcome is Outcome.ROTATED
+    stop.set()
+    interrupted = await asyncio.wait_for(r2, 10)
+
+    assert interrupted.code == "Interrupted"
+    # A rotation that went well keeps its status in the data; nobody wrote "failed" over it.
+    assert env.store.vnc["c-1"].custom_metadata.get("status", "rotated") == "rotated"
+    assert env.api.clusters["c-1"].changes == 1
+    env.assert_invariant()

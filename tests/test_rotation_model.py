@@ -2,9 +2,13 @@
 rotators on one cluster, against the in-memory store (KV v2 check-and-set) and a fake API, in
 virtual time.
 
-Steps: start a rotator for the current trigger; fire a new trigger; script the next API answer
+Steps: start a rotator for the current trigger, alone or as ``run_batch`` does it (the due check's
+read reused as the engine's first read, the Vault circuit breaker armed), or with a first read
+taken steps earlier (a stale known state); fire a new trigger; script the next API answer
 (applies / fails terminally / applies then drops / hangs past the client timeout / throttled with
-a retry-after longer than the claim / applies then answers 500 / cluster stopped); advance the
+a retry-after longer than the claim / applies then answers 500 / refuses the value as a Passwd /
+cluster stopped); a person edits
+the committed record (a new version, same password); advance the
 clock (claims expire); SIGTERM a rotator (its stop event, seen at any wait or API call); SIGKILL
 one (its tasks cancelled, including a commit in flight, so no cleanup runs); Vault unavailable
 for a while, then back.
@@ -22,8 +26,10 @@ import asyncio
 import heapq
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -36,9 +42,10 @@ from hypothesis.stateful import (
 
 from rotator.ehpc.codes import error_for_code
 from rotator.ehpc.models import Cluster, ModifyResult
-from rotator.engine.model import RootCredential
+from rotator.engine.batch import _FirstRead, run_batch
+from rotator.engine.model import RootCredential, VncState
+from rotator.engine.ports import RotationStore
 from rotator.engine.ratelimit import RateLimit, RegionLimiter
-from rotator.engine.report import ClusterOutcome
 from rotator.engine.retry import Backoff, RetryPolicy
 from rotator.engine.rotation import RotationContext, Target, rotate_cluster
 from rotator.errors import AmbiguousApiError
@@ -112,6 +119,8 @@ class ModelApi:
             raise error_for_code("InvalidClusterStatus", "stopped", http_status=403)
         if step == "terminal":
             raise error_for_code("ExecFail", "refused", http_status=400)
+        if step == "refuse_passwd":  # the API's password rule changed: this value never applies
+            raise error_for_code("InvalidParams", "Passwd is invalid", http_status=400)
         if step == "throttled":
             raise error_for_code(
                 "Throttling.User", "slow down", http_status=400, retry_after=CLAIM_TTL * 1.5
@@ -158,12 +167,23 @@ class Passwords:
 @dataclass
 class Rotator:
     name: str
-    task: asyncio.Task[ClusterOutcome]
+    task: asyncio.Task[object]
     ctx: RotationContext
     stop: asyncio.Event
+    inner: list[asyncio.Task[Any]] = field(default_factory=list)
+    """Tasks a batch started (one per cluster): a SIGKILL ends them too."""
 
 
-STEPS = ("ok", "terminal", "drop", "hang_applies", "hang_lost", "throttled", "apply_then_500")
+STEPS = (
+    "ok",
+    "terminal",
+    "drop",
+    "hang_applies",
+    "hang_lost",
+    "throttled",
+    "apply_then_500",
+    "refuse_passwd",
+)
 
 
 class RotationModel(RuleBasedStateMachine):
@@ -186,14 +206,17 @@ class RotationModel(RuleBasedStateMachine):
         self.counter = itertools.count(1)
         self.rotators: list[Rotator] = []
         self.names = itertools.count(1)
+        self.snapshot: VncState | None = None
+        """A committed record read some steps ago (what a due check or a cache kept)."""
 
     def teardown(self) -> None:
         async def cancel_all() -> None:
             for rotator in self.rotators:
                 rotator.task.cancel()
-                for task in list(rotator.ctx.background):
+                for task in [*rotator.inner, *rotator.ctx.background]:
                     task.cancel()
-            await asyncio.sleep(0)
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            await asyncio.gather(*others, return_exceptions=True)
 
         self.loop.run_until_complete(cancel_all())
         self.loop.close()
@@ -230,6 +253,57 @@ class RotationModel(RuleBasedStateMachine):
     @rule(answer=st.sampled_from(STEPS))
     def start_rotator(self, answer: str = "ok") -> None:
         """A rotator starts for the current trigger; its first API call gets ``answer``."""
+        self.launch(answer, lambda ctx: rotate_cluster(Target(CLUSTER, "cn-hangzhou"), ctx))
+
+    @precondition(lambda self: len(self.live()) < 3)
+    @rule(answer=st.sampled_from(STEPS), breaker=st.booleans())
+    def start_batch(self, answer: str, breaker: bool) -> None:
+        """A ``rotate --all`` run of one cluster: the due check reads the committed record and
+        the engine reuses that read; with ``breaker`` the Vault circuit breaker stops the run
+        at the first Vault failure (rotations waiting on Vault park at once)."""
+
+        def run(ctx: RotationContext) -> Any:
+            return run_batch(
+                [Target(CLUSTER, "cn-hangzhou")],
+                ctx,
+                run_id=ctx.owner,
+                concurrency=1,
+                stop=ctx.stop,
+                skip_not_due=True,
+                vault_failure_limit=1 if breaker else None,
+            )
+
+        self.launch(answer, run)
+
+    @rule()
+    def take_snapshot(self) -> None:
+        """Read the committed record now; a later rotator may start from this (stale) read."""
+
+        async def read() -> VncState:
+            return await self.store.read_vnc(CLUSTER, pending=False)
+
+        unavailable, self.store.unavailable = self.store.unavailable, False
+        try:
+            self.snapshot = self.loop.run_until_complete(read())
+        finally:
+            self.store.unavailable = unavailable
+
+    @precondition(lambda self: len(self.live()) < 3 and self.snapshot is not None)
+    @rule(answer=st.sampled_from(STEPS))
+    def start_from_snapshot(self, answer: str) -> None:
+        """A rotator whose first read is the snapshot, however stale (a known version)."""
+        snapshot = self.snapshot
+        assert snapshot is not None
+
+        def run(ctx: RotationContext) -> object:
+            first = _FirstRead(ctx.store)
+            first.keep(snapshot)
+            ctx.store = cast(RotationStore, first)
+            return rotate_cluster(Target(CLUSTER, "cn-hangzhou"), ctx)
+
+        self.launch(answer, run)
+
+    def launch(self, answer: str, run: Callable[[RotationContext], Any]) -> None:
         self.api.script.insert(0, answer)
         name = f"r{next(self.names)}"
         stop = asyncio.Event()
@@ -256,9 +330,16 @@ class RotationModel(RuleBasedStateMachine):
             clock=self.clock.monotonic,
             now=self.clock.now,
         )
-        task = self.loop.create_task(rotate_cluster(Target(CLUSTER, "cn-hangzhou"), ctx))
-        self.rotators.append(Rotator(name, task, ctx, stop))
+        before = asyncio.all_tasks(self.loop)
+        task = self.loop.create_task(run(ctx))
+        rotator = Rotator(name, task, ctx, stop)
+        self.rotators.append(rotator)
         self.settle()
+        rotator.inner = [
+            t
+            for t in asyncio.all_tasks(self.loop) - before
+            if t is not task and t.get_name().startswith("rotate:")
+        ]
 
     @rule()
     def new_trigger(self) -> None:
@@ -294,9 +375,15 @@ class RotationModel(RuleBasedStateMachine):
         live = self.live()
         rotator = live[index % len(live)]
         rotator.task.cancel()
-        for task in list(rotator.ctx.background):
+        for task in [*rotator.inner, *rotator.ctx.background]:
             task.cancel()  # the process is gone: its shielded commit dies with it
         self.settle()
+
+    @rule()
+    def person_edits_the_vnc_record(self) -> None:
+        """A person adds a key to the VNC secret: a new version, same password."""
+        record = self.store.vnc[CLUSTER]
+        record.versions.append({**(record.data or {}), "note": f"edit {record.version}"})
 
     @rule(down=st.booleans())
     def vault_availability(self, down: bool) -> None:

@@ -80,10 +80,12 @@ class _Store:
     password: Secret | None = field(default_factory=lambda: Secret("ab12cd"))
     fail: bool = False
     reads: int = 0
+    with_pending: list[bool] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
 
-    async def read_vnc(self, cluster_id: str) -> VncState:
+    async def read_vnc(self, cluster_id: str, *, pending: bool = True) -> VncState:
         self.reads += 1
+        self.with_pending.append(pending)
         if self.fail:
             raise VaultUnavailableError("sealed", code="VaultSealed")
         return VncState(cluster_id=cluster_id, version=3, password=self.password)
@@ -91,8 +93,8 @@ class _Store:
     async def read_root(self, cluster_id: str) -> RootCredential:
         return RootCredential(cluster_id, "root", Secret("r00tpass"), "cn-hangzhou")
 
-    async def update_status(self, cluster_id: str, **status: Any) -> None:
-        self.statuses.append({"cluster_id": cluster_id, **status})
+    async def update_status(self, cluster_id: str, **values: Any) -> None:
+        self.statuses.append({"cluster_id": cluster_id, **values})
 
 
 @dataclass(slots=True)
@@ -230,3 +232,32 @@ def test_bad_verify_settings_fail_at_start(tmp_path: Path, text: str, key: str) 
 )
 def test_first_login_node(value: object, node: str) -> None:
     assert _first_login_node(value) == node
+
+
+@pytest.mark.asyncio
+async def test_the_check_reads_only_the_committed_record() -> None:
+    """Review after the wave-2 merge: the check read the pending record too (a second Vault
+    request per verified rotation) although it only uses the committed password."""
+    store = _Store()
+    await Verification(_Verifier()).check(ROTATED, TARGET, _ctx(store))
+    assert store.with_pending == [False]
+
+
+@pytest.mark.asyncio
+async def test_a_verify_failed_cluster_is_left_failed_so_the_next_rotate_redoes_it() -> None:
+    """Review after the wave-2 merge: a verify_failed cluster (Vault's password does not open
+    its VNC) kept status ``rotated``, so the ``rotator rotate --cluster`` its message
+    recommends skipped it as NotDue. Its status is now ``failed`` with the check's code:
+    due for the next run (tests/integration/test_verify_rotation.py shows it end to end)."""
+    store = _Store()
+    failed = VerifyResult(VerifyStatus.VERIFY_FAILED, "VncAuthFailed", "refused")
+    await Verification(_Verifier(result=failed)).check(ROTATED, TARGET, _ctx(store))
+    assert [(s["status"], s["last_error_code"]) for s in store.statuses] == [
+        ("failed", "VncAuthFailed")
+    ]
+    # A verified (or unverified: no answer) rotation keeps the status the commit wrote.
+    ok = _Store()
+    await Verification(_Verifier()).check(ROTATED, TARGET, _ctx(ok))
+    unverified = VerifyResult(VerifyStatus.UNVERIFIED, "VncUnreachable", "no answer")
+    await Verification(_Verifier(result=unverified)).check(ROTATED, TARGET, _ctx(ok))
+    assert ok.statuses == []

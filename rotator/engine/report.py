@@ -58,6 +58,9 @@ class OutcomeCode(enum.StrEnum):
     COMMIT_FAILED = "CommitFailed"
     STAGE_CONFLICTS = "StageConflicts"
     """Lost check-and-set races again and again: somebody else keeps rotating this cluster."""
+    PENDING_PASSWORD_REFUSED = "PendingPasswordRefused"  # noqa: S105 - a code, not a secret
+    """The API refuses a pending password that an earlier attempt may have applied: kept, and
+    a person checks which password the cluster has."""
 
 
 class Verified(enum.StrEnum):

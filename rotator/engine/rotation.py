@@ -68,6 +68,8 @@ SleepFn = Callable[[float], Awaitable[None]]
 
 # Lost check-and-set races in a row before we leave the cluster to whoever keeps winning.
 _MAX_STAGE_CONFLICTS = 5
+# Commits redone on a committed record somebody changed without staging (a person's edit).
+_MAX_COMMIT_REBASES = 3
 
 # The client's rule for a region id (it refuses anything else when building the URL); checked
 # before staging so a bad region in a root secret fails the cluster cleanly (issue 9, finding 8).
@@ -593,9 +595,21 @@ async def _after_api_error(run: _Run, state: VncState, error: ApiError) -> VncSt
         run.maybe_applied = True
         await run.backoff(error)
         return run.state or state
+    if _rejects_passwd(error) and run.holds_claim() and run.maybe_applied:
+        # An earlier attempt may have applied this value before the API's rule changed: it may
+        # be the cluster's password, so it stays pending (the invariant) and a person decides.
+        raise _Park(
+            Outcome.FAILED,
+            error,
+            code=OutcomeCode.PENDING_PASSWORD_REFUSED,
+            message="the API now refuses the pending password, which an earlier attempt may "
+            "have applied; it is kept in the pending record: check whether the cluster's VNC "
+            "accepts it, then commit or delete it by hand",
+        )
     if _rejects_passwd(error) and run.holds_claim():
-        # The API will never take this value (the rule or policy changed): drop it and generate
-        # another. Retrying it forever is the bug Vault's static roles once had.
+        # The API will never take this value (the rule or policy changed) and no attempt can
+        # have applied it: drop it and generate another. Retrying it forever is the bug Vault's
+        # static roles once had.
         if (stop := ctx.passwd_rejections.record(run.target.cluster_id, error)) is not None:
             raise _Park(Outcome.FAILED, stop)  # on a second cluster: our rule is out of date
         try:
@@ -625,44 +639,77 @@ async def _commit(
     password = staged.password if staged else None
 
     async def write() -> tuple[ClusterOutcome, VncState | None]:
-        try:
-            committed = await run.vault(
-                lambda: ctx.store.commit(
-                    state,
-                    request_id=request_id,
-                    rotated_at=rotated_at,
-                    region=target.region,
-                    next_rotation_at=rotated_at + timedelta(seconds=run.period),
+        base = state
+        error: RotatorError | None = None
+        for rebase in range(_MAX_COMMIT_REBASES + 1):
+            try:
+                committed = await run.vault(
+                    partial(
+                        ctx.store.commit,
+                        base,
+                        request_id=request_id,
+                        rotated_at=rotated_at,
+                        region=target.region,
+                        next_rotation_at=rotated_at + timedelta(seconds=run.period),
+                    )
                 )
-            )
-        except (_Park, VaultConflictError) as exc:
-            error = exc.error if isinstance(exc, _Park) else exc
-            landed = await _commit_landed(run, password)
-            if landed is not None:
-                return await _record_rotated(run, landed), landed
-            code = error.code if error else OutcomeCode.COMMIT_FAILED
-            log.error(
-                "commit_failed",
-                code=code,
-                detail="the new password is safe in Vault's pending record; the next run "
-                "commits it",
-            )
-            await _best_effort_status(run, "pending", code)
-            return (
-                run.outcome(
-                    Outcome.COMMIT_FAILED,
-                    code=code,
-                    message="password changed; still pending in Vault",
-                ),
-                None,
-            )
-        run.state = committed
-        return await _record_rotated(run, committed), committed
+            except VaultConflictError as exc:
+                error = exc
+                fresh = await _best_effort(run, ctx.store.read_vnc(target.cluster_id))
+                if fresh is not None and fresh.password is not None and fresh.password == password:
+                    # Our commit landed with its answer lost, or a rival that took our password
+                    # over committed it.
+                    return await _record_rotated(run, fresh), fresh
+                if fresh is None or rebase == _MAX_COMMIT_REBASES or not _still_ours(fresh, base):
+                    break
+                # The committed record changed but nobody staged since (a person added a key,
+                # a rotator migrated an old-layout secret): commit on top of that version.
+                log.info("commit_rebased", version=fresh.version)
+                base = fresh
+                continue
+            except _Park as exc:
+                error = exc.error
+                landed = await _commit_landed(run, password)
+                if landed is not None:
+                    return await _record_rotated(run, landed), landed
+                break
+            run.state = committed
+            return await _record_rotated(run, committed), committed
+        code = error.code if error else OutcomeCode.COMMIT_FAILED
+        log.error(
+            "commit_failed",
+            code=code,
+            detail="the new password is safe in Vault's pending record; the next run commits it",
+        )
+        await _best_effort_status(run, "pending", code)
+        return (
+            run.outcome(
+                Outcome.COMMIT_FAILED, code=code, message="password changed; still pending in Vault"
+            ),
+            None,
+        )
 
     task: asyncio.Task[tuple[ClusterOutcome, VncState | None]] = asyncio.create_task(write())
     ctx.background.add(task)
     task.add_done_callback(ctx.background.discard)
     return await asyncio.shield(task)
+
+
+def _still_ours(fresh: VncState | None, base: VncState) -> bool:
+    """Is the pending record exactly as we committed from (same version and password), and the
+    committed password unchanged? Then nobody staged since, so no other password can have
+    reached the cluster through rotator. A password a person wrote by hand is not overwritten:
+    they may have set it on the cluster too."""
+    ours, now = base.pending, fresh.pending if fresh else None
+    return (
+        fresh is not None
+        and fresh.password == base.password
+        and ours is not None
+        and now is not None
+        and now.version == ours.version
+        and now.password is not None
+        and now.password == ours.password
+    )
 
 
 async def _commit_landed(run: _Run, password: Secret | None) -> VncState | None:
@@ -714,6 +761,10 @@ async def _park(run: _Run, park: _Park) -> ClusterOutcome:
     message = park.message or (error.message if error else None)
     if code == OutcomeCode.CLAIMED_ELSEWHERE or isinstance(error, VaultConflictError):
         # Another rotator owns this cluster right now: its bookkeeping, not ours.
+        return run.outcome(park.outcome, code=code, message=message)
+    if code == OutcomeCode.INTERRUPTED and run.attempts == 0 and not run.holds_claim():
+        # Stopped before this run owned or sent anything (e.g. while waiting out a rival's
+        # claim): the status belongs to whoever does; ours would overwrite their "rotated".
         return run.outcome(park.outcome, code=code, message=message)
     outcome = park.outcome
     status = "failed" if outcome is Outcome.FAILED else "skipped"

@@ -90,7 +90,7 @@ class Verification:
                 detail=result.verify_message,
             )
             if result.verified is Verified.VERIFY_FAILED:
-                await _mark_failed(ctx, result)
+                await _leave_failed(result, ctx)
         if isinstance(ctx.hooks, VerificationHooks):
             ctx.hooks.verification(result)
         return result
@@ -99,7 +99,8 @@ class Verification:
         self, outcome: ClusterOutcome, target: Target, ctx: RotationContext
     ) -> ClusterOutcome:
         try:
-            state = await ctx.store.read_vnc(outcome.cluster_id)
+            # The committed record only: one Vault request, the password readers now get.
+            state = await ctx.store.read_vnc(outcome.cluster_id, pending=False)
         except VaultError as exc:
             return _with(outcome, Verified.UNVERIFIED, exc.code, "cannot read the new password")
         if state.password is None:
@@ -140,6 +141,20 @@ class Verification:
         return await asyncio.shield(task)
 
 
+async def _leave_failed(result: ClusterOutcome, ctx: RotationContext) -> None:
+    """Vault's password does not open the cluster's VNC: mark the cluster ``failed`` so the
+    next ``rotate`` (due semantics) and the daemon's schedule rotate it again, as the message
+    says. Best effort: the outcome already says verify_failed."""
+    try:
+        await ctx.store.update_status(
+            result.cluster_id,
+            status="failed",
+            last_error_code=result.verify_code or "VerifyFailed",
+        )
+    except VaultError as exc:
+        log.warning("vault_bookkeeping_failed", code=exc.code)
+
+
 async def _list_login_nodes(region: str, ctx: RotationContext) -> dict[str, str]:
     try:
         clusters = await ctx.api.list_clusters(region)
@@ -153,16 +168,3 @@ def _with(
     outcome: ClusterOutcome, verified: Verified, code: str | None, message: str | None
 ) -> ClusterOutcome:
     return replace(outcome, verified=verified, verify_code=code, verify_message=message)
-
-
-async def _mark_failed(ctx: RotationContext, outcome: ClusterOutcome) -> None:
-    """The cluster refused the password Vault holds: the next scheduled run must treat it as
-    due (left ``failed``), not as rotated until its next period."""
-    try:
-        await ctx.store.update_status(
-            outcome.cluster_id,
-            status="failed",
-            last_error_code=outcome.verify_code or "VncAuthFailed",
-        )
-    except VaultError as exc:  # bookkeeping: the summary still says verify_failed
-        log.warning("vault_bookkeeping_failed", code=exc.code)

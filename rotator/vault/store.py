@@ -68,6 +68,10 @@ _READ_RACE_RETRIES = 3
 
 _SEGMENT = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # "$" allows a trailing "\n"
 
+# A run id as ``new_run_id`` makes it (``20261129T021500Z-3f9a1c``): the only keys pruning
+# counts or deletes, since the runs path may be shared with other teams' keys.
+_RUN_ID = re.compile(r"\A\d{8}T\d{6}Z-[0-9a-f]{1,32}\Z")
+
 _OWNED_KEYS = frozenset(
     {
         "password",
@@ -286,7 +290,10 @@ class VaultStore:
         moved: dict[str, object] = {"cluster_id": cluster_id}
         if password := _secret(data.get("pending_password")):
             moved["password"] = password.reveal()
-            moved["staged_at"] = format_time(parse_time(data.get("pending_since")) or _now())
+            # Of unknown age, it counts as older than any trigger: the old layout let readers see
+            # it, so it must never satisfy one (issue 9, finding 4).
+            staged = parse_time(data.get("pending_since")) or _UNKNOWN_AGE
+            moved["staged_at"] = format_time(staged)
         for key in ("claim_owner", "claim_until", "region"):
             if _text(data.get(key)):
                 moved[key] = data[key]
@@ -509,7 +516,9 @@ class VaultStore:
     async def prune_run_reports(self) -> list[str]:
         """Delete all but the newest ``vault.runs_keep`` reports (run ids sort by time).
 
-        Best effort: a report that cannot be deleted now is deleted after a later run.
+        Only keys shaped like a rotator run id are counted or deleted: anything else under the
+        runs path (another team's key, a hand-made copy) is left alone. Best effort: a report
+        that cannot be deleted now is deleted after a later run.
         """
         keep = self.settings.runs_keep
         if keep <= 0:
@@ -517,7 +526,9 @@ class VaultStore:
         mount = self.settings.kv_mount
         try:
             runs = sorted(
-                k for k in await self.client.kv_list(mount, self.settings.runs_path) if "/" not in k
+                k
+                for k in await self.client.kv_list(mount, self.settings.runs_path)
+                if _RUN_ID.match(k)
             )
             old = runs[: max(0, len(runs) - keep)]
             for run_id in old:
@@ -558,6 +569,10 @@ class VaultStore:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_UNKNOWN_AGE = datetime(1970, 1, 1, tzinfo=UTC)
+"""``staged_at`` of a migrated old-layout pending password that had no ``pending_since``."""
 
 
 def _report_value(value: object) -> object:

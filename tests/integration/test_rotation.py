@@ -195,17 +195,31 @@ async def test_terminal_error_after_an_ambiguous_one_keeps_pending(env: Env) -> 
 
 
 async def test_a_pending_password_the_api_rejects_is_replaced(env: Env) -> None:
-    state = await env.store.read_vnc("c-1")
-    await env.store.stage_pending(state, Secret("abcdef"), region="cn-hangzhou")
+    """This run's own password, which no attempt can have applied, is replaced when refused."""
     env.api.script("c-1", TerminalApiError("parameter Passwd invalid", code="InvalidParams"), "ok")
 
     outcome = await rotate_cluster(target(), env.context())
 
     assert outcome.outcome is Outcome.ROTATED
     first, second = env.api.sent("c-1")
-    assert first == "abcdef"
-    assert second != "abcdef"
+    assert second != first
     assert await env.vault_password("c-1") == (second, None)
+
+
+async def test_a_refused_pending_password_an_earlier_run_left_is_kept(env: Env) -> None:
+    """An earlier run's pending password may be live (it may have applied it before the API's
+    rule changed): refused now, it is kept and the cluster fails for a person to decide; it is
+    never replaced, which would leave Vault without the cluster's password."""
+    state = await env.store.read_vnc("c-1")
+    await env.store.stage_pending(state, Secret("abcdef"), region="cn-hangzhou")
+    env.api.script("c-1", TerminalApiError("parameter Passwd invalid", code="InvalidParams"), "ok")
+
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.FAILED
+    assert outcome.code == "PendingPasswordRefused"
+    assert env.api.sent("c-1") == ["abcdef"]
+    assert await env.vault_password("c-1") == ("init00", "abcdef")
 
 
 async def test_transient_errors_are_retried_then_succeed(env: Env) -> None:
@@ -569,3 +583,80 @@ async def test_a_first_rotation_after_a_failure_clears_its_status_without_a_meta
     assert state.custom_metadata == {"status": "rotated"}
     assert state.status_view["next_rotation_at"] > state.status_view["last_rotated_at"]
     await env.assert_invariant("c-3")
+
+
+async def test_an_old_layout_pending_password_without_its_time_never_satisfies_a_trigger(
+    env: Env,
+) -> None:
+    """Review after the wave-2 merge: an old-layout pending_password without pending_since
+    (readers could see it: the old layout exposed it) was migrated with staged_at = now, so
+    once re-applied and committed it counted as generated after this run's trigger and no
+    fresh password followed. Of unknown age, it is taken as older than any trigger."""
+    path = f"{env.paths.vnc_path}/c-1"
+    current = await env.store.client.kv_read("secret", path)
+    assert current is not None
+    old = dict(current["data"])
+    old.pop("pending_version", None)
+    old.update(pending_password="Old123")
+    await env.store.client.kv_write("secret", path, old)
+    env.api.clusters["c-1"].vnc_password = "Old123"
+    trigger = datetime.now(UTC)  # e.g. someone left the team (after the import)
+
+    outcome = await rotate_cluster(target(), env.context(not_before=trigger))
+
+    assert outcome.outcome is Outcome.ROTATED
+    assert env.api.sent("c-1")[0] == "Old123"
+    assert len(env.api.sent("c-1")) == 2, "a fresh password must follow the old one"
+    fresh = env.api.sent("c-1")[1]
+    assert await env.vault_password("c-1") == (fresh, None)
+
+
+async def test_a_person_editing_the_vnc_record_mid_rotation_does_not_fail_the_commit(
+    env: Env,
+) -> None:
+    """Review after the wave-2 merge: while the API call was on the wire a person added a key to
+    the VNC secret (``bao kv patch ... owner=team-a``), a new version. The commit's
+    check-and-set lost, the run said commit_failed, and readers kept reading the old password
+    although the cluster had the new one (it sat in the private pending record until the next
+    run). Nobody staged since (the pending record is still ours), so the commit is redone on
+    the person's version, keeping their key."""
+    client = env.store.client
+    vnc = f"{env.paths.vnc_path}/c-1"
+
+    async def person_edits() -> None:
+        entry = await client.kv_read("secret", vnc)
+        assert entry is not None
+        data = {**(entry.get("data") or {}), "owner": "team-a"}
+        await client.kv_write("secret", vnc, data, cas=int(entry["metadata"]["version"]))
+
+    env.api.script("c-1", person_edits)
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.ROTATED, outcome
+    real = env.api.clusters["c-1"].vnc_password
+    assert await env.vault_password("c-1") == (real, None)
+    state = await env.store.read_vnc("c-1")
+    assert state.extra == {"owner": "team-a"}
+    assert state.status_view.get("status", "rotated") == "rotated"
+
+
+async def test_a_password_a_person_wrote_by_hand_mid_rotation_is_not_overwritten(
+    env: Env,
+) -> None:
+    """The same race, but the person wrote another password (they may have set it on the
+    cluster by hand): the commit is not redone over it; ours stays pending, commit_failed."""
+    client = env.store.client
+    vnc = f"{env.paths.vnc_path}/c-1"
+
+    async def person_sets_a_password() -> None:
+        entry = await client.kv_read("secret", vnc)
+        assert entry is not None
+        data = {**(entry.get("data") or {}), "password": "Hand99"}
+        await client.kv_write("secret", vnc, data, cas=int(entry["metadata"]["version"]))
+
+    env.api.script("c-1", person_sets_a_password)
+    outcome = await rotate_cluster(target(), env.context())
+
+    assert outcome.outcome is Outcome.COMMIT_FAILED
+    real = env.api.clusters["c-1"].vnc_password
+    assert await env.vault_password("c-1") == ("Hand99", real)

@@ -448,3 +448,23 @@ async def test_the_rotator_policy_allows_pruning_run_reports_and_the_pending_pat
         assert await store.prune_run_reports() == []  # nothing left to prune: it worked
         assert await store.read_run_report("20260101T000000Z-aaa") is None
         assert await store.read_run_report("20260101T000001Z-bbb") == {"n": 2}
+
+
+async def test_pruning_touches_only_rotator_run_reports_on_a_shared_path(
+    openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    """Review after the wave-2 merge: the runs path may hold keys that are not rotator run ids
+    (another team's notes, a hand-made backup). Pruning sorted every key and deleted the oldest
+    by name, so ``2019-audit`` went; a key that is not a valid path segment raised mid-loop and
+    stopped pruning for good (reports piled up). Only run ids are counted and deleted."""
+    async with VaultClient(vault_paths.settings(openbao, runs_keep=2)) as client:
+        store = VaultStore(client)
+        runs = vault_paths.runs_path
+        foreign = ["2019-audit", "a note with spaces", "zz-team-b"]
+        for key in foreign:
+            await client.kv_write("secret", f"{runs}/{key}", {"owner": "team-b"})
+        run_ids = [f"20260101T0000{i:02d}Z-abc" for i in range(4)]
+        for run_id in run_ids:
+            await store.write_run_report(run_id, {"run_id": run_id})
+        kept = await client.kv_list("secret", runs)
+    assert sorted(kept) == sorted(foreign + run_ids[-2:])
