@@ -15,7 +15,11 @@ def test_a_tiny_bench_runs_every_unthrottled_contender(
 ) -> None:
     out = tmp_path / "bench.json"
     argv = ["--clusters", "20", "--json", str(out)]
-    argv += [arg for part in ("tty", "ratelimit", "quota", "rss") for arg in ("--skip", part)]
+    argv += [
+        arg
+        for part in ("transport", "tty", "ratelimit", "quota", "rss")
+        for arg in ("--skip", part)
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "died" not in text
