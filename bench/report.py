@@ -244,15 +244,20 @@ def _transport(report: Report) -> list[str]:
     hvac, default = report.contenders.get("rotator_hvac"), report.contenders.get("rotator")
     if hvac is None:
         return []
-    head = 'Vault transport: vault.transport = "hvac" (thread pool) vs the default (aiohttp)'
+    head = 'Vault transport: vault.transport = "hvac" (KV calls in a thread pool) vs the default'
     if not hvac.ok or default is None or not default.ok:
         reason = hvac.error if not hvac.ok else "no default rotator run to compare with"
         return ["", f"{head}: {reason or 'no rotations'}"]
-    out = ["", f"{head}, the same fleet, run one after the other:", *_table([default, hvac])]
+    out = [
+        "",
+        f"{head} (aiohttp on the event loop), the same fleet, hvac first, then the default:",
+        *_table([default, hvac]),
+    ]
     out.append("  hvac / aiohttp (same run):")
     ratios: list[tuple[str, Callable[[Contender], float | None], str]] = [
         ("client CPU per rotation", lambda c: c.cpu_ms, "lower is better"),
-        ("Vault requests per rotation", lambda c: c.vault_requests, "lower is better"),
+        # The whole process: the edges of the work window cut a few requests either way.
+        ("Vault requests per rotation", lambda c: c.vault_requests_whole, "lower is better"),
         ("OpenBao CPU per rotation", lambda c: c.vault_cpu_ms, "lower is better"),
         ("rotations/s", lambda c: c.per_second, "higher is better"),
     ]
@@ -263,7 +268,7 @@ def _transport(report: Report) -> list[str]:
         share = 1.0 - saved
         keep = "holds" if share > TRANSPORT_THRESHOLD else "does not hold in this run"
         out.append(
-            f"  aiohttp saves {share:.0%} of hvac's client CPU per rotation; the rule for the "
+            f"  aiohttp saves {share:.1%} of hvac's client CPU per rotation; the rule for the "
             f"default (more than {TRANSPORT_THRESHOLD:.0%}) {keep}"
         )
     return out
