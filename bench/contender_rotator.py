@@ -54,8 +54,22 @@ class RotatorConfig:
     rate_limit: str = "100000/1s"
     concurrency: int = 64
     vault_workers: int = 16
+    vault_transport: str | None = None
+    """``vault.transport`` ("hvac" or "aiohttp"); None leaves rotator's default in force."""
 
     def sections(self) -> dict[str, dict[str, Any]]:
+        vault: dict[str, Any] = {
+            "addr": self.vault_addr,
+            "ca_cert": self.vault_ca,
+            "auth_method": "token",
+            "token_file": self.vault_token_file,
+            "root_path": self.root_path,
+            "vnc_path": self.vnc_path,
+            "runs_path": self.runs_path,
+            "max_workers": self.vault_workers,
+        }
+        if self.vault_transport is not None:
+            vault["transport"] = self.vault_transport
         return {
             "ehpc": {
                 "regions": list(self.regions),
@@ -70,16 +84,7 @@ class RotatorConfig:
                 "access_key_id": self.access_key_id,
                 "access_key_secret_file": self.access_key_secret_file,
             },
-            "vault": {
-                "addr": self.vault_addr,
-                "ca_cert": self.vault_ca,
-                "auth_method": "token",
-                "token_file": self.vault_token_file,
-                "root_path": self.root_path,
-                "vnc_path": self.vnc_path,
-                "runs_path": self.runs_path,
-                "max_workers": self.vault_workers,
-            },
+            "vault": vault,
             "rotation": {"concurrency": self.concurrency},
             "inventory": {"source": "vault"},
             # The defaults, written out: per-cluster lines at info, JSON unless on a terminal.

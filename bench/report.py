@@ -102,7 +102,8 @@ class Report:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     cpus: int = 0
     contenders: dict[str, Contender] = field(default_factory=dict)
-    """Unthrottled: ``rotator``, ``sdk_system_ca``, ``sdk_one_cert``, ``sdk_loop``."""
+    """Unthrottled: ``rotator``, ``sdk_system_ca``, ``sdk_one_cert``, ``sdk_loop``, and
+    ``rotator_hvac`` (rotator with ``vault.transport = "hvac"``, in a section of its own)."""
     tty: Contender | None = None
     limited: Contender | None = None
     rate: RateCheck | None = None
@@ -231,6 +232,45 @@ def _unthrottled(report: Report) -> list[str]:
             for label, get, better in ratios:
                 parts = [f"{_num(_ratio(get(rotator), get(c)))}x vs {c.label}" for c in others]
                 out.append(f"  {label:<28} {', '.join(parts)}   ({better})")
+    return out
+
+
+TRANSPORT_THRESHOLD = 0.20
+"""issue 14: aiohttp stays the default only while it saves more than this share of client CPU."""
+
+
+def _transport(report: Report) -> list[str]:
+    """rotator with ``vault.transport = "hvac"`` next to its default (aiohttp), same fleet."""
+    hvac, default = report.contenders.get("rotator_hvac"), report.contenders.get("rotator")
+    if hvac is None:
+        return []
+    head = 'Vault transport: vault.transport = "hvac" (KV calls in a thread pool) vs the default'
+    if not hvac.ok or default is None or not default.ok:
+        reason = hvac.error if not hvac.ok else "no default rotator run to compare with"
+        return ["", f"{head}: {reason or 'no rotations'}"]
+    out = [
+        "",
+        f"{head} (aiohttp on the event loop), the same fleet, hvac first, then the default:",
+        *_table([default, hvac]),
+    ]
+    out.append("  hvac / aiohttp (same run):")
+    ratios: list[tuple[str, Callable[[Contender], float | None], str]] = [
+        ("client CPU per rotation", lambda c: c.cpu_ms, "lower is better"),
+        # The whole process: the edges of the work window cut a few requests either way.
+        ("Vault requests per rotation", lambda c: c.vault_requests_whole, "lower is better"),
+        ("OpenBao CPU per rotation", lambda c: c.vault_cpu_ms, "lower is better"),
+        ("rotations/s", lambda c: c.per_second, "higher is better"),
+    ]
+    for label, get, better in ratios:
+        out.append(f"    {label:<28} {_times(_ratio(get(hvac), get(default)))}   ({better})")
+    saved = _ratio(default.cpu_ms, hvac.cpu_ms)
+    if saved is not None:
+        share = 1.0 - saved
+        keep = "holds" if share > TRANSPORT_THRESHOLD else "does not hold in this run"
+        out.append(
+            f"  aiohttp saves {share:.1%} of hvac's client CPU per rotation; the rule for the "
+            f"default (more than {TRANSPORT_THRESHOLD:.0%}) {keep}"
+        )
     return out
 
 
@@ -427,6 +467,7 @@ def _failures(report: Report) -> list[str]:
 def render(report: Report) -> str:
     out = _header(report)
     out += _unthrottled(report)
+    out += _transport(report)
     out += _tty(report)
     out += _rate(report)
     out += _quota(report)

@@ -7,10 +7,12 @@
 
 1. OpenBao dev (TLS) and the simulator (TLS, 20 ms latency, no faults) as subprocesses; the
    clusters' root passwords are written to Vault with hvac, at the documented layout.
-2. Unthrottled, the same clusters for everyone: rotator (``rotator rotate --all`` with a config
-   file, its public interface), the SDK script under asyncio.gather with a CA store holding
-   just the simulator's CA; rotator again under a pseudo-terminal (progress bar) for the
-   terminal/plain ratio.
+2. Unthrottled, the same clusters for everyone: rotator with ``vault.transport = "hvac"`` (the
+   Vault KV calls in a thread pool) right before rotator with its default (aiohttp on the event
+   loop), for the transport comparison (``--skip transport`` leaves it out); rotator
+   (``rotator rotate --all`` with a config file, its public interface), the SDK script under
+   asyncio.gather with a CA store holding just the simulator's CA; rotator again under a
+   pseudo-terminal (progress bar) for the terminal/plain ratio.
 3. Binding limit: rotator at a per-region rate chosen below the throughput it just showed; the
    simulator's per-second counts say how close it came and whether it ever went over. Then the
    SDK script with the system CA store, the slow one (``--with-loop``: also the sequential SDK
@@ -225,6 +227,7 @@ class Bench:
         rate_limit: str = "100000/1s",
         use_pty: bool = False,
         wrapper: list[str] | None = None,
+        vault_transport: str | None = None,
     ) -> Contender:
         key = label.replace(" ", "-").replace(",", "").replace("/", "-")
         config = RotatorConfig(
@@ -242,6 +245,7 @@ class Bench:
             rate_limit=rate_limit,
             concurrency=self.plan.concurrency,
             vault_workers=self.plan.vault_workers,
+            vault_transport=vault_transport,
         ).write(self.workdir / f"{key}.toml")
         report_path = self.workdir / f"{key}-report.json"
         self.say(f"  {label}: running ...")
@@ -365,6 +369,9 @@ class Bench:
             # machine drifts by the minute): rotator, the one-cert SDK script, rotator on a
             # terminal, the binding limit; the slow system-CA SDK script last.
             self.say("unthrottled, the same clusters for every contender:")
+            if "transport" not in plan.skip:
+                # Right before the default run it is compared with (the load drifts).
+                self._transport(sim, ids)
             self._unthrottled(sim, ids)
             baselines = "baselines" not in plan.skip
             if baselines:
@@ -410,6 +417,12 @@ class Bench:
                 f"overhead; raw samples in {samples}):",
                 summarise(samples),
             ]
+
+    def _transport(self, sim: SimProcess, ids: list[str]) -> None:
+        """The same fleet with ``vault.transport = "hvac"`` (the KV calls in a thread pool)."""
+        self.report.contenders["rotator_hvac"] = self._rotator(
+            "rotator, hvac", sim, clusters=len(ids), root_path="ehpc/root", vault_transport="hvac"
+        )
 
     def _rate_limit(self, sim: SimProcess, clusters: list[dict[str, Any]]) -> None:
         plan = self.plan
@@ -605,7 +618,7 @@ def _parser() -> argparse.ArgumentParser:
         "--skip",
         action="append",
         default=[],
-        choices=["baselines", "tty", "ratelimit", "quota", "rss"],
+        choices=["baselines", "transport", "tty", "ratelimit", "quota", "rss"],
         help="leave out a part (repeatable), e.g. to profile rotator alone",
     )
     parser.add_argument("--json", type=Path, help="also write every raw number to this file")

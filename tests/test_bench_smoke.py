@@ -15,7 +15,11 @@ def test_a_tiny_bench_runs_every_unthrottled_contender(
 ) -> None:
     out = tmp_path / "bench.json"
     argv = ["--clusters", "20", "--json", str(out)]
-    argv += [arg for part in ("tty", "ratelimit", "quota", "rss") for arg in ("--skip", part)]
+    argv += [
+        arg
+        for part in ("transport", "tty", "ratelimit", "quota", "rss")
+        for arg in ("--skip", part)
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "died" not in text
@@ -26,3 +30,22 @@ def test_a_tiny_bench_runs_every_unthrottled_contender(
         assert contender["done"] == 20
         assert contender["rotated"] >= 15  # the simulator keeps a few clusters not running
         assert contender["work"]["vault_requests"] > 0
+
+
+def test_a_tiny_bench_compares_the_vault_transports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--clusters", "10", "--json", str(out)]
+    skip = ("baselines", "tty", "ratelimit", "quota", "rss")
+    argv += [arg for part in skip for arg in ("--skip", part)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "died" not in text
+    assert "hvac / aiohttp (same run)" in text
+    data = json.loads(out.read_text(encoding="utf-8"))
+    for key in ("rotator", "rotator_hvac"):
+        contender = data["contenders"][key]
+        assert contender["error"] is None
+        assert contender["done"] == 10
+        assert contender["whole"]["vault_requests"] > 0

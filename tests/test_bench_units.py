@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 from darabonba.exceptions import UnretryableException
 from darabonba.policy.retry import RetryPolicyContext
 
+from bench.contender_rotator import RotatorConfig
 from bench.contender_sdk import Baseline
-from bench.procs import Probe, run_child
+from bench.procs import Probe, Span, run_child
 from bench.report import Contender, Report, render
 from bench.spec import Spec
 from bench.vaultcount import parse_request_count
@@ -150,3 +152,70 @@ def test_openbao_request_counters_are_summed() -> None:
     )
     assert parse_request_count(page) == 10
     assert parse_request_count("go_goroutines 5\n") is None
+
+
+def _config(**extra: str) -> RotatorConfig:
+    return RotatorConfig(
+        vault_addr="https://127.0.0.1:1",
+        vault_ca="ca.pem",
+        vault_token_file="token",
+        sim_base_url="https://127.0.0.1:2",
+        sim_ca="ca.pem",
+        access_key_id="id",
+        access_key_secret_file="secret",
+        regions=("cn-hangzhou",),
+        root_path="ehpc/root",
+        vnc_path="bench/x/vnc",
+        runs_path="bench/x/runs",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_the_rotator_config_sets_the_vault_transport_only_when_asked(tmp_path: Path) -> None:
+    default = tomllib.loads(_config().write(tmp_path / "a.toml").read_text(encoding="utf-8"))
+    assert "transport" not in default["vault"]  # rotator's own default is what is measured
+    hvac = _config(vault_transport="hvac").write(tmp_path / "b.toml")
+    assert tomllib.loads(hvac.read_text(encoding="utf-8"))["vault"]["transport"] == "hvac"
+
+
+def _span(*, wall_s: float, cpu_s: float, requests: int, vault_cpu_s: float) -> Span:
+    return Span(
+        wall_s=wall_s,
+        client_cpu_s=cpu_s,
+        vault_cpu_s=vault_cpu_s,
+        sim_cpu_s=0.1,
+        vault_requests=requests,
+    )
+
+
+def test_the_report_compares_the_hvac_transport_with_the_default() -> None:
+    report = Report(plan={"clusters": 100, "regions": ["a"], "latency_ms": 20, "rss_clusters": 1})
+    default = Contender(label="rotator", clusters=100, done=100, rotated=95)
+    default.work = _span(wall_s=1.0, cpu_s=0.4, requests=500, vault_cpu_s=0.4)
+    hvac = Contender(label="rotator, hvac", clusters=100, done=100, rotated=95)
+    hvac.work = _span(wall_s=0.8, cpu_s=0.6, requests=450, vault_cpu_s=0.3)
+    # Requests are compared over the whole process (the work window's edges cut a few).
+    default.whole = _span(wall_s=2.0, cpu_s=1.0, requests=600, vault_cpu_s=0.5)
+    hvac.whole = _span(wall_s=2.0, cpu_s=1.0, requests=600, vault_cpu_s=0.5)
+    report.contenders["rotator"] = default
+    report.contenders["rotator_hvac"] = hvac
+    text = render(report)
+    section = text[text.index("Vault transport") :]
+    assert "client CPU per rotation" in section
+    assert "1.50x" in section  # hvac / aiohttp client CPU: 6.00 / 4.00 ms
+    assert "1.25x" in section  # rotations/s: 125 / 100
+    assert "0.75x" in section  # OpenBao CPU per rotation: 3.00 / 4.00 ms
+    assert "Vault requests per rotation  1.00x" in section
+    assert "saves 33.3%" in section
+    # The hvac run is not one of the unthrottled table's columns (it has its own section).
+    assert text.index("rotator, hvac") > text.index("Vault transport")
+
+
+def test_the_report_says_when_the_hvac_run_died() -> None:
+    report = Report(plan={"clusters": 10, "regions": ["a"], "latency_ms": 20, "rss_clusters": 1})
+    report.contenders["rotator_hvac"] = Contender(
+        label="rotator, hvac", clusters=10, error="exit code 1 and no run summary"
+    )
+    text = render(report)
+    assert "Vault transport" in text
+    assert "rotator, hvac died: exit code 1" in text
