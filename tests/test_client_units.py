@@ -16,8 +16,8 @@ from rotator.ehpc.client import (
     _canonical_keys,
     _form_body,
     _host_header,
-    _retry_after_seconds,
     _xml_error,
+    retry_after_from,
 )
 from rotator.ehpc.codes import info_for
 from rotator.ehpc.credentials import (
@@ -72,7 +72,7 @@ def test_host_header(url: str, host: str) -> None:
     assert _host_header(URL(url)) == host
 
 
-# -- _retry_after_seconds ---------------------------------------------------------------------
+# -- x-acs-retry-after alone --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_host_header(url: str, host: str) -> None:
     ],
 )
 def test_retry_after_seconds(value: str | None, seconds: float | None) -> None:
-    assert _retry_after_seconds(value) == seconds
+    assert retry_after_from({"x-acs-retry-after": value or ""}) == seconds
 
 
 def test_retry_after_is_capped_at_two_minutes() -> None:

@@ -687,8 +687,3 @@ def retry_after_from(headers: Mapping[str, str]) -> float | None:
                 if sep and key.strip() == "TimeLeft":
                     wait = max(wait, millis(value))
     return min(wait / 1000.0, MAX_RETRY_AFTER_SECONDS) if wait > 0 else None
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """``x-acs-retry-after`` alone (kept for callers that hold just that header)."""
-    return retry_after_from({"x-acs-retry-after": value or ""})

@@ -10,7 +10,6 @@ err = faults.injected_error("ListClusters")  # a SimError to answer with, or Non
 from __future__ import annotations
 
 import enum
-import math
 import random
 import re
 from collections.abc import Mapping
@@ -99,14 +98,13 @@ class ErrorInjection:
 class FaultInjector:
     """Draws the faults of each call; the configuration can be swapped at runtime."""
 
-    __slots__ = ("_config", "_injections", "_rng", "_windows")
+    __slots__ = ("_config", "_injections", "_rng")
 
     def __init__(self, config: FaultConfig, *, seed: int) -> None:
         self._injections: list[ErrorInjection] = []
         self._config = config
         # A string seed is hashed deterministically (unlike hash() of a str across processes).
         self._rng = random.Random(f"rotator-sim-faults:{seed}")
-        self._windows: dict[str, tuple[int, int]] = {}
 
     @property
     def config(self) -> FaultConfig:
@@ -184,22 +182,4 @@ class FaultInjector:
             edge += rate
             if draw < edge:
                 return fault
-        return None
-
-    def throttle(self, action: str, *, now: float) -> int | None:
-        """None if the call fits the action's QPS limit, else the milliseconds to the next second.
-
-        Counts calls in fixed one-second windows (wall-clock seconds, like the per-second stats).
-        """
-        limit = self._config.qps_limit.get(action)
-        if limit is None:
-            return None
-        second = math.floor(now)
-        window_second, count = self._windows.get(action, (second, 0))
-        if window_second != second:
-            count = 0
-        if count >= limit:
-            self._windows[action] = (second, count)
-            return max(1, math.ceil((second + 1 - now) * 1000))
-        self._windows[action] = (second, count + 1)
         return None
