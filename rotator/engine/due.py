@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rotator.engine.model import VncState, parse_time
-from rotator.engine.rotation import Target
+from rotator.engine.rotation import Target, rotation_period
 
 __all__ = ["CHECKED_OUT", "NOT_DUE", "Decision", "decide"]
 
@@ -44,11 +44,6 @@ def _when(value: datetime) -> str:
     return f"{value:%Y-%m-%d %H:%M}Z"
 
 
-def _period(target: Target, state: VncState, default_period: float) -> float:
-    # A person's ``rotation_period`` (parsed by the store; a bad one is logged and ignored there).
-    return state.period_override or target.period or default_period
-
-
 def due_at(target: Target, state: VncState, default_period: float) -> datetime | None:
     """When the current password falls due: the ``next_rotation_at`` the commit recorded (or a
     person set earlier in the custom metadata), or earlier if the period was shortened since it
@@ -56,7 +51,11 @@ def due_at(target: Target, state: VncState, default_period: float) -> datetime |
     meta = state.custom_metadata
     recorded = [state.next_rotation_at, parse_time(meta.get("next_rotation_at"))]
     last = state.rotated_at or parse_time(meta.get("last_rotated_at"))
-    by_period = last + timedelta(seconds=_period(target, state, default_period)) if last else None
+    by_period = (
+        last + timedelta(seconds=rotation_period(target, state.period_override, default_period))
+        if last
+        else None
+    )
     candidates = [t for t in (*recorded, by_period) if t is not None]
     return min(candidates) if candidates else None
 

@@ -58,7 +58,7 @@ from rotator.passwords import (
 )
 from rotator.secret import Secret
 
-__all__ = ["RotationContext", "Target", "not_running_outcome", "rotate_cluster"]
+__all__ = ["RotationContext", "Target", "not_running_outcome", "rotate_cluster", "rotation_period"]
 
 log = structlog.get_logger("rotator.engine")
 
@@ -133,6 +133,12 @@ class RotationContext:
             await asyncio.gather(*list(self.background), return_exceptions=True)
 
 
+def rotation_period(target: Target, override: float | None, default: float) -> float:
+    """Seconds until the next rotation: a person's ``rotation_period`` (parsed by the store),
+    the inventory's period for the cluster, the default. One rule for the engine and ``decide``."""
+    return override or target.period or default
+
+
 class _Park(Exception):  # noqa: N818 - internal control flow, never escapes this module
     """Stop working on this cluster with the given outcome."""
 
@@ -177,8 +183,7 @@ class _Run:
 
     @property
     def period(self) -> float:
-        """Seconds until the next rotation: a person's override, the inventory's, the default."""
-        return self.period_override or self.target.period or self.ctx.period
+        return rotation_period(self.target, self.period_override, self.ctx.period)
 
     @property
     def not_before(self) -> datetime:
