@@ -17,7 +17,7 @@ from rotator.engine.report import ClusterOutcome, Outcome, RunStatus, RunSummary
 from rotator.engine.retry import RetryPolicy
 from rotator.engine.rotation import RotationContext, Target
 from rotator.engine.runtime import validate_settings, verification_from
-from rotator.engine.verification import Verification
+from rotator.engine.verification import Verification, VerificationHooks
 from rotator.errors import ConfigError, VaultUnavailableError
 from rotator.passwords import LocalPasswordSource
 from rotator.secret import Secret
@@ -261,3 +261,20 @@ async def test_a_verify_failed_cluster_is_left_failed_so_the_next_rotate_redoes_
     unverified = VerifyResult(VerifyStatus.UNVERIFIED, "VncUnreachable", "no answer")
     await Verification(_Verifier(result=unverified)).check(ROTATED, TARGET, _ctx(ok))
     assert ok.statuses == []
+
+
+def test_a_batch_passes_verification_results_on_to_the_run_hooks() -> None:
+    # run_batch wraps the run's hooks to count Vault failures; the wrapper must still pass the
+    # optional verification hook on, or the daemon's rotator_vnc_verifications never counts.
+    from rotator.engine.batch import _CountingHooks, _State
+
+    metrics = ServeMetrics()
+    hooks = _CountingHooks(metrics, _State(), lambda: None)
+    assert isinstance(hooks, VerificationHooks)
+    failed = VerifyResult(VerifyStatus.VERIFY_FAILED, "VncAuthFailed", "refused")
+    outcome = replace(ROTATED, verified=Verified.VERIFY_FAILED, verify_code=failed.code)
+    hooks.verification(outcome)
+    value = metrics.registry.get_sample_value(
+        "rotator_vnc_verifications_total", {"result": "verify_failed", "code": "VncAuthFailed"}
+    )
+    assert value == 1.0

@@ -165,6 +165,10 @@ class _CountingHooks:
         self._inner.vault_error(code=code)
         self._on_vault_error()
 
+    def __getattr__(self, name: str) -> Any:
+        # Optional hooks the run's observer may have (the daemon's ``verification``) pass on.
+        return getattr(self._inner, name)
+
 
 async def run_batch(
     targets: Iterable[Target],
