@@ -177,6 +177,9 @@ class InventorySettings:
     source: Literal["vault", "config", "discover"] = "vault"
     clusters: list[ClusterEntry] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    check_status: bool = True
+    """Before a run over a vault or config inventory, ask ListClusters (one call per region and
+    page) which clusters are running: the others are skipped with no API call and no Vault write."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import contextlib
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -33,7 +33,13 @@ from rotator.engine.due import decide
 from rotator.engine.model import VncState
 from rotator.engine.ports import Hooks, RotationStore
 from rotator.engine.report import ClusterOutcome, Outcome, RunSummary
-from rotator.engine.rotation import RotationContext, Target, not_running_outcome, rotate_cluster
+from rotator.engine.rotation import (
+    RotationContext,
+    Target,
+    not_running_outcome,
+    rotate_cluster,
+    with_pending,
+)
 from rotator.engine.verification import Verification
 from rotator.errors import ConfigError, RetryClass, RotatorError, VaultError
 
@@ -248,8 +254,7 @@ async def run_batch(
                     return state
                 # About to skip: a crashed run's password in flight lives only in the pending
                 # record, and makes the cluster due whatever its status says.
-                found = await real_store.read_pending(target.cluster_id)
-                return replace(state, pending=found, pending_version=found.version if found else 0)
+                return await with_pending(real_store, state)
             except VaultError as exc:
                 ctx.hooks.vault_error(code=exc.code)
                 attempt += 1
@@ -340,14 +345,14 @@ async def run_batch(
 
     try:
         for target in interleave_regions(dedupe(targets)):
+            if reason := stopping():
+                skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
+                continue
             if target.status is not None and target.status != "running":
                 # Not rotated; but "pending" if an earlier run left a password on it (finding 11).
                 result = await not_running_outcome(target, ctx)
                 outcomes.append(result)
                 ctx.hooks.outcome(result)
-                continue
-            if reason := stopping():
-                skip(target, Outcome.NOT_ATTEMPTED, "RunStopped", reason)
                 continue
             await slots.acquire()
             if reason := stopping():  # it may have changed while we waited for a slot

@@ -3,22 +3,28 @@
     targets = await resolve_targets(runtime, Selection(all=True, regions=["cn-hangzhou"]))
 
 A cluster that ListClusters reports as not running becomes ``skipped`` in the run, not failed.
+With a vault or config inventory, ListClusters is asked too (``inventory.check_status``): a
+stopped cluster then costs neither an API call (the quota is per region) nor a Vault write.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import structlog
+
 from rotator.engine.rotation import Target
-from rotator.errors import ConfigError, RetryClass, VaultError
+from rotator.errors import ApiError, ConfigError, RetryClass, VaultError
 
 if TYPE_CHECKING:
     from rotator.engine.runtime import Runtime
 
 __all__ = ["Selection", "resolve_targets"]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +44,11 @@ class Selection:
             raise ConfigError("--all and --cluster exclude each other")
 
 
-async def resolve_targets(runtime: Runtime, selection: Selection) -> list[Target]:
-    """The targets of a run, in a stable order, filters applied."""
+async def resolve_targets(
+    runtime: Runtime, selection: Selection, *, statuses: bool = True
+) -> list[Target]:
+    """The targets of a run, in a stable order, filters applied; with ``statuses`` (and
+    ``inventory.check_status``) each with its status from ListClusters."""
     settings = runtime.settings
     source = "discover" if selection.discover else settings.inventory.source
     periods: dict[str, float | None] = {
@@ -81,14 +90,39 @@ async def resolve_targets(runtime: Runtime, selection: Selection) -> list[Target
         found = [t for t in found if t.cluster_id in wanted]
     excluded = set(selection.exclude) | set(settings.inventory.exclude)
     only_regions = set(selection.regions)
-    return sorted(
-        (
-            t
-            for t in found
-            if t.cluster_id not in excluded and (not only_regions or t.region in only_regions)
-        ),
-        key=lambda t: (t.region, t.cluster_id),
+    chosen = [
+        t
+        for t in found
+        if t.cluster_id not in excluded and (not only_regions or t.region in only_regions)
+    ]
+    if statuses and source != "discover" and settings.inventory.check_status:
+        chosen = await _with_status(runtime, chosen)
+    return sorted(chosen, key=lambda t: (t.region, t.cluster_id))
+
+
+async def _with_status(runtime: Runtime, targets: list[Target]) -> list[Target]:
+    """The targets with the status ListClusters gives them, asked once per region. A region
+    whose list fails keeps its statuses unknown: those clusters are tried as before, and the
+    API refuses a stopped one (``InvalidClusterStatus``), so nothing is lost but a call."""
+    regions = sorted({t.region for t in targets if t.region})
+    listed = await asyncio.gather(
+        *(runtime.api.list_clusters(region) for region in regions), return_exceptions=True
     )
+    status: dict[str, str] = {}
+    for region, answer in zip(regions, listed, strict=True):
+        if isinstance(answer, ApiError):
+            log.warning(
+                "cluster_status_unknown",
+                region=region,
+                code=answer.code,
+                detail=answer.message,
+                hint="grant ehpc:ListClusters, or set inventory.check_status = false",
+            )
+            continue
+        if isinstance(answer, BaseException):
+            raise answer
+        status.update((c.id, c.status) for c in answer)
+    return [replace(t, status=status.get(t.cluster_id)) for t in targets]
 
 
 async def _from_vault(

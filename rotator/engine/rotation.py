@@ -330,7 +330,7 @@ async def not_running_outcome(target: Target, ctx: RotationContext) -> ClusterOu
     run = _Run(target=target, ctx=ctx, started=ctx.clock())
     message = f"status is {target.status}"
     with structlog.contextvars.bound_contextvars(cluster_id=target.cluster_id):
-        state = await _best_effort(run, ctx.store.read_vnc(target.cluster_id))
+        state = await _best_effort(run, _committed_and_pending(ctx.store, target.cluster_id))
         if state is not None and state.in_flight is not None:
             outcome = run.outcome(
                 Outcome.PENDING,
@@ -343,6 +343,17 @@ async def not_running_outcome(target: Target, ctx: RotationContext) -> ClusterOu
                 Outcome.SKIPPED, code=OutcomeCode.CLUSTER_NOT_RUNNING, message=message
             )
     return outcome
+
+
+async def with_pending(store: RotationStore, state: VncState) -> VncState:
+    """``state`` (read with ``pending=False``) with the pending record read too."""
+    found = await store.read_pending(state.cluster_id)
+    return replace(state, pending=found, pending_version=found.version if found else 0)
+
+
+async def _committed_and_pending(store: RotationStore, cluster_id: str) -> VncState:
+    # Two reads: a cluster that is not rotated needs no status metadata.
+    return await with_pending(store, await store.read_vnc(cluster_id, pending=False))
 
 
 async def _rotate(run: _Run) -> ClusterOutcome:

@@ -81,7 +81,9 @@ class Inventory:
                 for i in ids
                 if i not in excluded
             }
-        targets = await resolve_targets(runtime, Selection(all=True))
+        # No statuses: kept until the next refresh, one would go stale (a trigger for a cluster
+        # started since must rotate it); the API refuses a stopped cluster when it is called.
+        targets = await resolve_targets(runtime, Selection(all=True), statuses=False)
         return {t.cluster_id: replace(t, root=None) for t in targets}
 
 

@@ -73,8 +73,13 @@ async def test_rotate_rotates_only_what_is_due_and_plan_says_exactly_that(
     # The scheduled rerun (a CronJob retry, the next night): nothing rotated twice.
     second = await fleet.cli("rotate", "--all", "--json")
     summary = json.loads(second.stdout)
-    attempted = {c["cluster_id"] for c in summary["clusters"] if c["code"] != "NotDue"}
+    skipped_as = {"NotDue", "ClusterNotRunning"}
+    attempted = {c["cluster_id"] for c in summary["clusters"] if c["code"] not in skipped_as}
     assert attempted == would_rotate  # plan showed exactly what rotate did
+    # ListClusters' statuses: what plan skips as not running, rotate skips too.
+    assert {c for c, r in rows.items() if r["code"] == "ClusterNotRunning"} == {
+        c["cluster_id"] for c in summary["clusters"] if c["code"] == "ClusterNotRunning"
+    }
     not_due = [c for c in summary["clusters"] if c["code"] == "NotDue"]
     assert {c["cluster_id"] for c in not_due} == rotated_first
     assert all(c["outcome"] == "skipped" for c in not_due)

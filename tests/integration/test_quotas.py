@@ -210,7 +210,7 @@ async def sim_stats(sim: Simulator) -> dict[str, Any]:
 
 def assert_all_running_rotated(summary: RunSummary) -> None:
     for outcome in summary.outcomes:
-        if outcome.code == "InvalidClusterStatus":
+        if outcome.code == "ClusterNotRunning":
             assert outcome.outcome is Outcome.SKIPPED
         else:
             assert outcome.outcome is Outcome.ROTATED, outcome

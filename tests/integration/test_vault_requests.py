@@ -61,3 +61,44 @@ async def test_a_rotation_costs_at_most_four_vault_requests_end_to_end(
     assert steady <= 4 * CLUSTERS + RUN_OVERHEAD, steady
     assert first <= 4 * CLUSTERS + RUN_OVERHEAD, first
     assert await fleet.vault_mismatches() == {}
+
+
+async def test_a_stopped_cluster_costs_three_reads_no_write_and_no_api_call(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    sim = await sim_factory(clusters=CLUSTERS, regions=("cn-hangzhou",), faults=FaultConfig())
+    fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
+    async with aiohttp.ClientSession() as session:
+        admin = SimAdmin(session, sim)
+        clusters = await admin.clusters()
+        stopped = sorted(clusters)[:3]
+        for cluster_id, cluster in clusters.items():
+            wanted = "exception" if cluster_id in stopped else "running"
+            if cluster["status"] != wanted:
+                await admin.patch_cluster(cluster_id, status=wanted)
+        await admin.reset_stats()
+        count = VaultRequests(openbao.addr, None, openbao.root_token.reveal())
+
+        before = count()
+        result = await fleet.cli("rotate", "--all", "--json")
+        after = count()
+        stats = await admin.stats()
+    assert before is not None, "OpenBao's request counter is unreadable"
+    assert after is not None, "OpenBao's request counter is unreadable"
+    report = json.loads(result.stdout)
+    rows = {row["cluster_id"]: row for row in report["clusters"]}
+    for cluster_id in stopped:
+        # ListClusters said so before anything was staged: skipped, not an API refusal.
+        assert (rows[cluster_id]["outcome"], rows[cluster_id]["code"]) == (
+            "skipped",
+            "ClusterNotRunning",
+        )
+    running = CLUSTERS - len(stopped)
+    assert sum(1 for row in rows.values() if row["outcome"] == "rotated") == running
+    calls = stats["accepted"].get("ModifyVisualServicePasswd", {})
+    assert sum(int(n) for n in calls.values()) == running, "a stopped cluster was called"
+    async with fleet.store() as store:
+        for cluster_id in stopped:
+            assert await store.read_pending(cluster_id) is None, "staged for a stopped cluster"
+    # Each stopped cluster: its root (inventory), committed and pending records, read only.
+    assert after - before <= 4 * running + 3 * len(stopped) + RUN_OVERHEAD, after - before
