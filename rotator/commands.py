@@ -312,7 +312,8 @@ def _age(value: str | None, now: datetime) -> str:
 
 async def status(settings: Settings, args: argparse.Namespace) -> int:
     async with open_runtime(settings, check_passwords=False) as runtime:
-        metadata = await runtime.store.list_vnc_metadata()
+        # in_flight: a run killed after it staged leaves the committed password maybe stale.
+        metadata = await runtime.store.list_vnc_metadata(in_flight=True)
     now = datetime.now(UTC)
     rows: list[dict[str, str | bool | None]] = []
     for cluster_id, meta in sorted(metadata.items()):

@@ -190,6 +190,8 @@ class ServeSettings:
     event_types: list[str] = field(default_factory=lambda: ["kv-v2/data-write", "kv-v2/data-patch"])
     trigger_path: str = "ehpc/trigger"
     schedule_refresh: float = _duration("5m")
+    pending_scan: float = _duration("1h")
+    """How often a refresh also reads the pending records (at start, then at most this often)."""
     window: str = ""
     timezone: str = "UTC"
     jitter: float = _duration("10m")

@@ -146,6 +146,27 @@ def test_never_rotated_and_pending_clusters_are_due_now() -> None:
     assert schedule.seconds_until_next_due() == pytest.approx(3 * DAY, abs=601)
 
 
+def test_a_password_found_in_flight_is_finished_not_satisfied_by_an_older_commit() -> None:
+    clock = Clock(at("2026-05-01T00:00:00"))
+    schedule = make(clock)
+    staged = clock.now - timedelta(hours=2)
+    future = format_time(clock.now + timedelta(days=3))
+    schedule.replace_all(
+        [
+            lease(
+                "killed",
+                status="pending",
+                pending_since=format_time(staged),
+                last_rotated_at=format_time(staged - timedelta(days=1)),
+                next_rotation_at=future,
+            )
+        ]
+    )
+    (due,) = schedule.pop_due()
+    # The committed password (a day older) does not satisfy it; committing the pending one does.
+    assert (due.cluster_id, due.reason, due.not_before) == ("killed", "pending", staged)
+
+
 def test_missed_due_times_are_caught_up_at_start() -> None:
     clock = Clock(at("2026-05-01T12:00:00"))
     schedule = make(clock, jitter=600.0)

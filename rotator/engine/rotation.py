@@ -380,8 +380,13 @@ async def _rotate(run: _Run) -> ClusterOutcome:
     run.state = state
     run.period_override = state.period_override
     if _already_rotated(state, run.not_before):
-        await _repair_status(run, state)
-        return run.outcome(Outcome.SKIPPED, code=OutcomeCode.ALREADY_ROTATED)
+        if state.custom_metadata.get("status") == "pending":
+            # A run parked a password that may be live: the trigger is not done until that is
+            # committed. One more read, only here, tells whether it still is in flight.
+            state = run.state = await run.vault(lambda: with_pending(ctx.store, state))
+        if state.in_flight is None:
+            await _repair_status(run, state)
+            return run.outcome(Outcome.SKIPPED, code=OutcomeCode.ALREADY_ROTATED)
     # At most two rounds: finishing a password an earlier run staged before this trigger (it may
     # be live, so it is applied and committed first), then a fresh one for the trigger.
     for _ in range(2):

@@ -105,11 +105,18 @@ class ScheduleIntake:
         self.inventory = inventory
         self.on_refresh = on_refresh
         self.changed = asyncio.Event()
+        self._next_pending_scan = 0.0  # the first refresh scans
 
     async def refresh(self, runtime: Runtime) -> None:
         """Reload the inventory and every period's due time from Vault."""
         inventory = await self.inventory.load(runtime)
-        metadata = await runtime.store.list_vnc_metadata()
+        # A replica SIGKILLed after it staged (maybe after the API applied it) leaves a pending
+        # password no schedule would finish before the cluster falls due again: found at start
+        # and every serve.pending_scan, it makes its cluster due now ("pending").
+        scan = time.monotonic() >= self._next_pending_scan
+        metadata = await runtime.store.list_vnc_metadata(in_flight=scan)
+        if scan:
+            self._next_pending_scan = time.monotonic() + runtime.settings.serve.pending_scan
         self.schedule.replace_all(
             Lease.from_metadata(cid, metadata.get(cid, {}), config_period=target.period)
             for cid, target in inventory.items()

@@ -150,6 +150,9 @@ class Lease:
     status: str | None = None
     period: float | None = None
     """This cluster's own period (metadata ``rotation_period``, else the config), if any."""
+    pending_since: datetime | None = None
+    """When the password in flight was staged (found by a pending scan): committing it
+    satisfies the trigger, a committed password generated before it does not."""
 
     @classmethod
     def from_metadata(
@@ -168,6 +171,7 @@ class Lease:
             last_rotated_at=parse_time(metadata.get("last_rotated_at")),
             status=metadata.get("status") or None,
             period=period,
+            pending_since=parse_time(metadata.get("pending_since")),
         )
 
     def due(self, default_period: float) -> datetime | None:
@@ -243,7 +247,7 @@ class Schedule:
         entry = _Entry(
             lease=lease,
             fire_at=self._fire_time(lease.cluster_id, due, now),
-            not_before=due or EPOCH,
+            not_before=due or lease.pending_since or EPOCH,
             reason=self._reason(lease, due, now),
         )
         if old is not None:

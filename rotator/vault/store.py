@@ -485,25 +485,49 @@ class VaultStore:
             self.settings.kv_mount, self.vnc_path(cluster_id), values
         )
 
-    async def list_vnc_metadata(self) -> dict[str, dict[str, str]]:
+    async def list_vnc_metadata(self, *, in_flight: bool = False) -> dict[str, dict[str, str]]:
         """The status of every VNC secret, by cluster id (``rotator status``, the daemon's
         schedule): :attr:`VncState.status_view`, from one data read per secret (it returns the
-        custom metadata too); a metadata read only for a secret with no version yet."""
+        custom metadata too); a metadata read only for a secret with no version yet.
+
+        With ``in_flight``, also one LIST of the pending records and a read of each: a cluster
+        whose pending password is not the committed one (a run killed after it staged, maybe
+        after the API applied it) has status ``pending``, whatever its metadata says.
+        """
         mount, base = self.settings.kv_mount, self.settings.vnc_path
-        ids = sorted(k for k in await self.client.kv_list(mount, base) if not k.endswith("/"))
+        ids = {k for k in await self.client.kv_list(mount, base) if not k.endswith("/")}
+        staged: set[str] = set()
+        if in_flight:
+            listed = await self.client.kv_list(mount, self.settings.pending_path)
+            staged = {k for k in listed if not k.endswith("/")}
         limit = asyncio.Semaphore(self.settings.max_workers)
 
-        async def one(cluster_id: str) -> tuple[str, dict[str, str]]:
+        async def one(cluster_id: str) -> tuple[str, dict[str, str]] | None:
             path = f"{base}/{cluster_id}"
             async with limit:
-                entry = await self.client.kv_read(mount, path)
-                if entry is None:  # status of a failure before the first commit
+                entry = await self.client.kv_read(mount, path) if cluster_id in ids else None
+                if (
+                    entry is None and cluster_id in ids
+                ):  # status of a failure before the first commit
                     metadata = await self.client.kv_metadata(mount, path) or {}
                     entry = {"data": {}, "metadata": metadata}
-            state = self._state(cluster_id, entry.get("data") or {}, entry.get("metadata") or {})
-            return cluster_id, state.status_view
+                entry = entry or {}
+                state = self._state(
+                    cluster_id, entry.get("data") or {}, entry.get("metadata") or {}
+                )
+                if cluster_id in staged:
+                    state = replace(state, pending=await self.read_pending(cluster_id))
+            view = state.status_view
+            if (pending := state.in_flight) is not None:
+                view["status"] = "pending"
+                if pending.staged_at is not None:
+                    view["pending_since"] = format_time(pending.staged_at)
+            elif cluster_id not in ids:
+                return None  # an emptied pending record of a cluster never committed
+            return cluster_id, view
 
-        return dict(await asyncio.gather(*(one(i) for i in ids)))
+        found = await asyncio.gather(*(one(i) for i in sorted(ids | staged)))
+        return dict(item for item in found if item is not None)
 
     # -- run reports ------------------------------------------------------------------------
 

@@ -511,3 +511,64 @@ async def test_sighup_reload_keeps_a_good_config_and_applies_a_new_one(
                 assert response.status == 202
             await eventually(lambda: _changed(env, ids[0]), what="a rotation after the reload")
             assert daemon.queue.batch_max == 7
+
+
+async def _committed_then_left_pending(env: Env, cluster_id: str, *, claim: bool) -> None:
+    """``cluster_id`` committed (not due for ten days), then a newer password left pending by a
+    run that died (``claim``: SIGKILLed, its claim run out) or parked it (no claim)."""
+    cluster = (await env.admin.clusters())[cluster_id]
+    now = datetime.now(UTC)
+    region = cluster["region"]
+    state = await env.store.read_vnc(cluster_id)
+    state = await env.store.stage(
+        state, Secret(cluster["vnc_password"]), staged_at=now, region=region
+    )
+    await env.store.commit(
+        state,
+        request_id="seed",
+        rotated_at=now,
+        region=region,
+        next_rotation_at=now + timedelta(days=10),
+    )
+    state = await env.store.read_vnc(cluster_id)
+    await env.store.stage(
+        state,
+        Secret("Kil1ed"),
+        staged_at=now + timedelta(seconds=1),
+        region=region,
+        owner="replica-b/dead" if claim else None,
+        claim_until=now - timedelta(seconds=1) if claim else None,
+    )
+
+
+@pytest.mark.parametrize("how", ["sigkilled", "parked"])
+async def test_a_password_left_in_flight_is_finished_once_at_start(
+    how: str,
+    tmp_path: Path,
+    sim_factory: SimFactory,
+    openbao: OpenBaoServer,
+    vault_paths: VaultPaths,
+) -> None:
+    async with make_env(tmp_path, sim_factory, openbao, vault_paths) as env:
+        left, *others = sorted(await env.changes())
+        await env.not_due(*others)
+        await _committed_then_left_pending(env, left, claim=how == "sigkilled")
+        if how == "parked":
+            # A run that stopped after sending it says so in the status (and releases its claim).
+            await env.store.update_status(left, status="pending", last_error_code="Interrupted")
+        # `rotator status` reads it so: the committed password may not be the live one.
+        assert (await env.store.list_vnc_metadata(in_flight=True))[left]["status"] == "pending"
+
+        async with running(env.daemon()) as daemon:
+
+            async def finished() -> bool:
+                return (await env.changes())[left] == 1
+
+            await eventually(finished, what="the password in flight to be finished")
+            await eventually(lambda: _idle(daemon), what="the batch to finish")
+
+        # Finished, not rotated again on top: one change, to the password that was in flight.
+        assert await env.changes() == {left: 1, **dict.fromkeys(others, 0)}
+        assert await env.vault_matches_sim() == {}
+        assert (await env.store.read_vnc(left)).password == Secret("Kil1ed")
+        assert (await env.store.list_vnc_metadata(in_flight=True))[left]["status"] == "rotated"
