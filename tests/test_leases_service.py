@@ -303,6 +303,28 @@ async def test_a_checkout_while_a_rotation_is_in_flight_is_told_to_retry_after_i
 
 
 @pytest.mark.asyncio
+async def test_a_rotation_that_starts_while_the_password_is_read_is_not_handed_out() -> None:
+    """Another replica stages between the in-flight check and the read: the password read is
+    about to be replaced, so the checkout is refused and its lease withdrawn, owing nothing."""
+    vault = fleet()
+    checks = 0
+
+    async def rotating(_cluster_id: str) -> bool:
+        nonlocal checks
+        checks += 1
+        return checks > 1  # idle at the first check, staged by the time of the second
+
+    svc = service(vault)
+    svc.rotating = rotating
+    with pytest.raises(LeaseError) as caught:
+        await svc.checkout(BOB, "ehpc-bj-2", ttl=600, reason="")
+    assert (caught.value.status, caught.value.code) == (409, "RotationInProgress")
+    doc = await svc.store.read("ehpc-bj-2")
+    assert doc.leases == ()
+    assert doc.rotation_due is None  # never handed out: no lease-end rotation is owed
+
+
+@pytest.mark.asyncio
 async def test_an_owed_lease_end_rotation_answers_rotation_pending_before_in_progress() -> None:
     vault = fleet()
     svc = service(vault)

@@ -438,6 +438,12 @@ def checkin(
     return _end(doc, [lease], "checked in", now)
 
 
+def withdraw(doc: LeaseDoc, lease_id: str) -> LeaseDoc:
+    """Drop a lease whose password was never handed out (the checkout was refused after the
+    lease was written): nobody saw anything, so no rotation is owed."""
+    return replace(doc, leases=tuple(x for x in doc.leases if x.lease_id != lease_id))
+
+
 def expire(doc: LeaseDoc, now: datetime) -> LeaseDoc:
     """End every lease past its expiry; a rotation is owed from the last expiry."""
     gone = [lease for lease in doc.leases if lease.expired(now)]

@@ -164,13 +164,7 @@ class LeaseService:
             model.refuse_while_owed(await self.store.read(cluster_id), self.now())
         if self.rotating is not None and await self.rotating(cluster_id):
             # The password read now is about to be replaced: hand out the new one instead.
-            raise LeaseError(
-                f"{cluster_id}'s password is being rotated right now; retry after the rotation",
-                code="RotationInProgress",
-                status=409,
-                cluster_id=cluster_id,
-                retry_after=_IN_FLIGHT_RETRY,
-            )
+            raise _rotation_in_progress(cluster_id)
         now = self.now()
         _doc, lease = await self.store.update(
             cluster_id,
@@ -179,6 +173,13 @@ class LeaseService:
             ),
         )
         password = await self._password(token, cluster_id)
+        if self.rotating is not None and await self.rotating(cluster_id):
+            # A rotation (another replica's) staged between the first check and the read, before
+            # it could see our lease: what we read may be replaced. Nobody saw it; withdraw.
+            await self.store.update(
+                cluster_id, lambda doc: (model.withdraw(doc, lease.lease_id), None)
+            )
+            raise _rotation_in_progress(cluster_id)
         log.info(
             "lease_checked_out",
             cluster_id=cluster_id,
@@ -301,3 +302,13 @@ class LeaseService:
             next_attempt_at=_time(doc.next_attempt_at) if doc.next_attempt_at else None,
         )
         return doc
+
+
+def _rotation_in_progress(cluster_id: str) -> LeaseError:
+    return LeaseError(
+        f"{cluster_id}'s password is being rotated right now; retry after the rotation",
+        code="RotationInProgress",
+        status=409,
+        cluster_id=cluster_id,
+        retry_after=_IN_FLIGHT_RETRY,
+    )
