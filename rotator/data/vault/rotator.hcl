@@ -33,9 +33,13 @@ path "{kv_mount}/metadata/{vnc_path}/*" {
 }
 
 # The rotation in flight (new password and claim), private to rotator: check-and-set writes
-# only, never deleted (a commit marks it as done).
+# only, never deleted (a commit marks it as done). Listed by `rotator status` and serve's
+# pending scan, to find a password a killed run left in flight.
 path "{kv_mount}/data/{pending_path}/*" {
   capabilities = ["create", "read", "update"]
+}
+path "{kv_mount}/metadata/{pending_path}" {
+  capabilities = ["list"]
 }
 
 # Run reports: outcome per cluster, never a secret. Listing and metadata delete prune all but
