@@ -54,7 +54,7 @@ from rotator.engine.model import (
     format_time,
     parse_time,
 )
-from rotator.errors import ConfigError, VaultError, VaultUnavailableError
+from rotator.errors import ConfigError, VaultError, VaultPermissionError, VaultUnavailableError
 from rotator.secret import Secret
 from rotator.vault.client import JsonDict, VaultClient, VaultNotFoundError
 from rotator.vault.settings import VaultSettings
@@ -498,7 +498,13 @@ class VaultStore:
         ids = {k for k in await self.client.kv_list(mount, base) if not k.endswith("/")}
         staged: set[str] = set()
         if in_flight:
-            listed = await self.client.kv_list(mount, self.settings.pending_path)
+            try:
+                listed = await self.client.kv_list(mount, self.settings.pending_path)
+            except VaultPermissionError as exc:
+                # A policy from before this scan (vault-setup not rerun since the upgrade): the
+                # status still loads, without the passwords in flight.
+                log.warning("pending_scan_denied", detail=exc.message, fix="rerun vault-setup")
+                listed = []
             staged = {k for k in listed if not k.endswith("/")}
         limit = asyncio.Semaphore(self.settings.max_workers)
 

@@ -169,6 +169,28 @@ async def test_rotator_policy_allows_a_whole_rotation(
 
 
 @pytest.mark.asyncio
+async def test_a_policy_from_before_the_pending_scan_still_lists_the_status(
+    openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    """An upgraded rotator under the previous release's policy (no LIST of the pending
+    records): status and serve's schedule still load, without the in-flight scan."""
+    await _setup(openbao, vault_paths)
+    settings = vault_paths.settings(openbao)
+    async with VaultClient(settings) as admin:
+        template = default_policy_dir().joinpath(ACL_POLICIES["rotator"]).read_text("utf-8")
+        policy = render_policy(template, settings, password_policy="ehpc-vnc")
+        pending_list = f'path "{settings.kv_mount}/metadata/{settings.pending_path}" {{'
+        assert pending_list in policy
+        head, tail = policy.split(pending_list, 1)
+        older = head + tail.split("}", 1)[1]
+        await admin.write(f"sys/policies/acl/rotator-older-{vault_paths.prefix}", {"policy": older})
+        token = await create_token(admin, policies=[f"rotator-older-{vault_paths.prefix}"])
+    async with VaultClient(vault_paths.settings(openbao, token=token)) as client:
+        listed = await VaultStore(client).list_vnc_metadata(in_flight=True)
+    assert listed["c-1"]["status"] == "rotated"
+
+
+@pytest.mark.asyncio
 async def test_rotator_policy_denies_everything_else(
     openbao: OpenBaoServer, vault_paths: VaultPaths
 ) -> None:
