@@ -16,6 +16,7 @@ from rotator.engine.ratelimit import (
     BUNCH,
     BUNCH_LAG,
     CATCH_UP,
+    MAX_TICK,
     WINDOW_GUARD,
     WINDOW_SLACK,
     Adaptive,
@@ -406,3 +407,19 @@ def test_on_a_grid_no_window_holds_more_than_the_limit_and_on_time_costs_no_quot
         stamps.append(now)
         punctual.stamp(now)
     assert stamps[-1] - stamps[0] <= (len(stamps) - 1) * punctual.gap(0.0) + 2 * tick + 1e-6
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    calls=st.integers(min_value=1, max_value=100_000),
+    period=st.sampled_from([0.1, 0.5, 1.0, 1.2, 2.0, 10.0, 60.0, 3600.0]),
+)
+def test_the_grid_tick_divides_the_guarded_period_and_fits_every_pace(
+    calls: int, period: float
+) -> None:
+    limit = RateLimit(calls, period)
+    tick = grid_tick(limit)
+    Pace(limit, tick=tick)  # accepted, whatever rounding did
+    window = period * Pace(limit).stretch
+    assert window / tick == pytest.approx(round(window / tick), abs=1e-6)
+    assert tick <= min(MAX_TICK, BUNCH * window / calls) * (1 + 1e-9)

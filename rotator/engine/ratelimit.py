@@ -233,7 +233,7 @@ class Pace:
         """Calls go this much wider apart than ``period/N`` (guard and slack)."""
         self._recent: deque[float] = deque(maxlen=limit.calls)
         """The last ``N`` stamps."""
-        if not 0.0 <= tick <= MAX_TICK:
+        if not 0.0 <= tick <= MAX_TICK * (1 + 1e-9):  # (a grid_tick's rounding)
             raise ValueError(f"tick {tick} must be in [0, {MAX_TICK}] seconds")
         self.tick = tick
         """Calls that wait are let go on multiples of this (0: no grid); see :meth:`release_at`."""
