@@ -27,14 +27,18 @@ gateway counts calls per window and answers ``Throttling.User`` above the quota,
   once, until its turn. The rest never wake up to poll. ``asyncio_throttle.Throttler`` stays behind
   the schedule as a hard sliding-window cap; the schedule keeps it from ever having to poll.
 * **Few wake-ups at a binding rate.** A call that has to wait is let go at the next instant of a
-  grid shared by every scope, one tick = :data:`BUNCH` guarded gaps of the fastest configured
-  limit, at most :data:`MAX_TICK`: the calls whose slots fell in one tick go together (at 50/1s:
-  about 4 per region every 90 ms, all regions at once) instead of one event-loop wake-up per
-  call. Each wake-up from idle, and each loop iteration that carries one rotation's step instead
-  of many, costs CPU: spread evenly, a run at half its unthrottled throughput took ~1.4x the CPU
-  per rotation; in bunches, the same as unthrottled. The hold (under one tick) is not counted as
-  lateness and the window rule below is checked on the real stamps, apart from the schedule, so
-  bunching costs no quota; a limit far above the traffic has a tick of microseconds.
+  grid shared by every scope; one tick is about :data:`BUNCH` guarded gaps of the fastest
+  configured limit, at most :data:`MAX_TICK`, and a whole fraction of its guarded period. The
+  calls whose slots fell in one tick go together (at 50/1s: about 4 per region every 86 ms, all
+  regions at once) instead of one event-loop wake-up per call: each wake-up from idle, and each
+  loop iteration that carries one rotation's step instead of many, costs CPU (spread one by one,
+  a run at half its unthrottled throughput took ~1.3x the CPU per rotation). So "smooth" holds
+  at the scale of a tick, not of a gap; after a stall, a catch-up may add one tick's worth of
+  calls. The hold (under one tick) does not move the schedule, and the window rule is kept
+  apart from the schedule, checked on the stamps, so bunching costs no quota. A bunch's calls
+  are counted at the bunch's instant when they go within :data:`BUNCH_LAG` of it (so the next
+  period's bunch goes together too): the margin above is that much smaller for them. A limit
+  far above the traffic has a tick of microseconds.
 """
 
 from __future__ import annotations
