@@ -227,11 +227,11 @@ class Pace:
         self.next_at = -math.inf
         """The earliest instant the next call may go: its slot, or later by the window rule."""
         self._slot = -math.inf
+        """The next call's slot in the even schedule (never pushed by the window rule: the
+        stamps it checks are late by up to a tick, and pushing would add that up)."""
         self._window_at = -math.inf
         """The window rule: the next call not before the call ``N`` back is a guarded period
         old (or -inf while fewer than ``N`` calls went)."""
-        """The next call's slot in the even schedule (never pushed by the window rule: the
-        stamps it checks are late by up to a tick, and pushing would add that up)."""
         self.throttles = 0
         self.stretch = stretch(limit)
         """Calls go this much wider apart than ``period/N`` (guard and slack)."""
