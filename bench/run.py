@@ -399,24 +399,33 @@ class Bench:
         self.report.contenders[key] = self._sdk(label, sim, ids, mode="gather", one_cert=one_cert)
 
     def _unthrottled(self, sim: SimProcess, ids: list[str]) -> None:
-        wrapper = None
-        samples = None
-        if self.profile_dir is not None:
-            samples = self.profile_dir / "rotator-py-spy.txt"
-            wrapper = py_spy_wrapper(samples)
-            if wrapper is None:
-                self.say("  --profile needs py-spy: .venv/bin/pip install py-spy")
+        wrapper, samples = self._profiler("rotator-py-spy.txt")
         contenders = self.report.contenders
         contenders["rotator"] = self._rotator(
             "rotator", sim, clusters=len(ids), root_path="ehpc/root", wrapper=wrapper
         )
-        if samples is not None and wrapper is not None:
-            self.report.notes += [
-                "",
-                "profile of the rotator run (py-spy; its numbers above include py-spy's "
-                f"overhead; raw samples in {samples}):",
-                summarise(samples),
-            ]
+        self._profile_note("the rotator run", samples)
+
+    def _profiler(self, name: str) -> tuple[list[str] | None, Path | None]:
+        """With ``--profile``: the py-spy prefix and its samples file (else None, None)."""
+        if self.profile_dir is None:
+            return None, None
+        samples = self.profile_dir / name
+        wrapper = py_spy_wrapper(samples)
+        if wrapper is None:
+            self.say("  --profile needs py-spy: .venv/bin/pip install py-spy")
+            return None, None
+        return wrapper, samples
+
+    def _profile_note(self, what: str, samples: Path | None) -> None:
+        if samples is None or not samples.is_file():
+            return
+        self.report.notes += [
+            "",
+            f"profile of {what} (py-spy; its numbers above include py-spy's overhead; raw "
+            f"samples in {samples}):",
+            summarise(samples),
+        ]
 
     def _transport(self, sim: SimProcess, ids: list[str]) -> None:
         """The same fleet with ``vault.transport = "hvac"`` (the KV calls in a thread pool)."""
@@ -441,13 +450,16 @@ class Bench:
         subset = _round_robin(clusters, count)
         self._load(subset, "ratecheck/root")
         sim.reset_stats()
+        wrapper, samples = self._profiler("rotator-binding-py-spy.txt")
         self.report.limited = self._rotator(
             "rotator, binding limit",
             sim,
             clusters=count,
             root_path="ratecheck/root",
             rate_limit=f"{limit}/1s",
+            wrapper=wrapper,
         )
+        self._profile_note("the rotator run at the binding limit", samples)
         by_region = sim.stats().get("accepted_by_region", {}).get(MODIFY, {})
         self.report.rate = analyse(by_region, limit=limit)
 
@@ -623,7 +635,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, help="also write every raw number to this file")
     parser.add_argument(
-        "--profile", type=Path, help="sample the rotator run with py-spy into this folder"
+        "--profile",
+        type=Path,
+        help="sample the rotator runs (unthrottled, binding) with py-spy into this folder",
     )
     return parser
 

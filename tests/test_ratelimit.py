@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -12,15 +13,21 @@ from hypothesis import strategies as st
 
 from rotator.engine.ratelimit import (
     ACCOUNT_SCOPE,
+    BUNCH,
+    BUNCH_LAG,
     CATCH_UP,
+    MAX_TICK,
     WINDOW_GUARD,
     WINDOW_SLACK,
     Adaptive,
     Pace,
     RateLimit,
     RegionLimiter,
+    grid_tick,
 )
 from rotator.errors import RetryableApiError, ThrottledError
+
+T = TypeVar("T")
 
 
 def most_in_any_window(stamps: list[float], window: float) -> int:
@@ -282,3 +289,137 @@ def test_the_limiter_follows_the_ehpc_settings() -> None:
     with pytest.raises(ConfigError) as info:
         limiter_from(EhpcSettings(account_rate_limit="lots"))
     assert info.value.key == "ehpc.account_rate_limit"
+
+
+# -- wake-ups: one per instant, shared by every scope ---------------------------------------------
+
+
+class SharedTimeline:
+    """A virtual clock that sleepers share, as an event loop's: every sleeper due at one instant
+    wakes in one loop iteration. Counts those iterations (``wakeups``): each costs the process a
+    wake-up from idle, which on a quiet host is the price of a spread-out run."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.wakeups = 0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + max(0.0, seconds), next(self._seq), future))
+        await future
+
+    async def run(self, work: asyncio.Future[T]) -> T:
+        while not work.done():
+            for _ in range(20):  # let every runnable task reach its next sleep
+                await asyncio.sleep(0)
+            pending = [s for s in self._sleepers if not s[2].done()]
+            if not pending:
+                continue
+            self.now = max(self.now, min(s[0] for s in pending))
+            self.wakeups += 1
+            for entry in pending:
+                if entry[0] <= self.now:
+                    self._sleepers.remove(entry)
+                    entry[2].set_result(None)
+        return work.result()
+
+
+@pytest.mark.asyncio
+async def test_at_a_binding_rate_calls_go_in_bunches_all_regions_at_once() -> None:
+    # Three regions each at a binding 50/1s, 300 calls each. Spread evenly that is one wake-up
+    # per call (900); bunched on the shared grid, one per tick for all three regions (about 4
+    # calls each per tick): the rate and the window rule are the same.
+    timeline = SharedTimeline()
+    limit = RateLimit(50, 1.0)
+    limiter = RegionLimiter(limit, clock=timeline.clock, sleep=timeline.sleep)
+    regions = ["cn-hangzhou", "cn-shanghai", "cn-beijing"]
+    calls = 300
+    gap = Pace(limit).gap(0.0)
+
+    async def region_calls(region: str, delay: float) -> list[float]:
+        await timeline.sleep(delay)  # each region's line starts at its own moment
+        return [await limiter.turn(region) for _ in range(calls)]
+
+    async def everything() -> list[list[float]]:
+        return list(
+            await asyncio.gather(
+                *(region_calls(r, 0.0037 * (i + 1)) for i, r in enumerate(regions))
+            )
+        )
+
+    runs = await timeline.run(asyncio.ensure_future(everything()))
+    for stamps in runs:
+        assert len(stamps) == calls
+        assert most_in_any_window(stamps, limit.period * Pace(limit).stretch) <= limit.calls
+        # No quota lost: the holds do not add up (the last call is held two ticks at most: its
+        # own, and the window rule's check of a stamp that was held itself).
+        assert stamps[-1] - stamps[0] <= (calls - 1) * gap + 2 * grid_tick(limit) + 1e-9
+    ticks = math.ceil(calls * gap / grid_tick(limit))
+    assert timeline.wakeups <= ticks + 3 + 3, f"{timeline.wakeups} wake-ups for {calls * 3} calls"
+
+
+@pytest.mark.asyncio
+async def test_a_limit_far_above_the_traffic_holds_calls_for_microseconds_at_most() -> None:
+    timeline = SharedTimeline()
+    limiter = RegionLimiter(RateLimit(100_000, 1.0), clock=timeline.clock, sleep=timeline.sleep)
+    start = timeline.now
+
+    async def burst() -> list[float]:
+        return list(await asyncio.gather(*(limiter.turn("cn-hangzhou") for _ in range(200))))
+
+    stamps = await timeline.run(asyncio.ensure_future(burst()))
+    assert len(stamps) == 200
+    assert timeline.now - start < 200 * 1.2e-5 + BUNCH * 1.2e-5
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    calls=st.integers(min_value=1, max_value=120),
+    period=st.sampled_from([1.0, 2.0, 10.0, 60.0]),
+    lateness=st.lists(st.floats(min_value=0.0, max_value=3.0), min_size=1, max_size=300),
+    on_time=st.lists(st.booleans(), min_size=1, max_size=300),
+)
+def test_on_a_grid_no_window_holds_more_than_the_limit_and_on_time_costs_no_quota(
+    calls: int, period: float, lateness: list[float], on_time: list[bool]
+) -> None:
+    limit = RateLimit(calls, period)
+    tick = grid_tick(limit)
+    pace = Pace(limit, tick=tick)
+    stamps = []
+    now = 0.0
+    for late, exact in zip(lateness, itertools.cycle(on_time), strict=False):
+        now = pace.release_at(now) + (0.0 if exact else late * limit.gap)
+        stamps.append(now)
+        pace.stamp(now)
+    # A bunch's call may be counted up to BUNCH_LAG before it went.
+    assert most_in_any_window(stamps, period * WINDOW_GUARD + WINDOW_SLACK - BUNCH_LAG) <= calls
+    # Let go on their grid instants, calls keep the full rate: a tick's hold does not add up.
+    punctual = Pace(limit, tick=tick)
+    now = 0.0
+    stamps = []
+    for _ in range(3 * calls + 2):
+        now = punctual.release_at(now)
+        stamps.append(now)
+        punctual.stamp(now)
+    assert stamps[-1] - stamps[0] <= (len(stamps) - 1) * punctual.gap(0.0) + 2 * tick + 1e-6
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    calls=st.integers(min_value=1, max_value=100_000),
+    period=st.sampled_from([0.1, 0.5, 1.0, 1.2, 2.0, 10.0, 60.0, 3600.0]),
+)
+def test_the_grid_tick_divides_the_guarded_period_and_fits_every_pace(
+    calls: int, period: float
+) -> None:
+    limit = RateLimit(calls, period)
+    tick = grid_tick(limit)
+    Pace(limit, tick=tick)  # accepted, whatever rounding did
+    window = period * Pace(limit).stretch
+    assert window / tick == pytest.approx(round(window / tick), abs=1e-6)
+    assert tick <= min(MAX_TICK, BUNCH * window / calls) * (1 + 1e-9)
