@@ -30,12 +30,8 @@ async def _fleet_with_one_stopped(
     fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths, overrides=overrides)
     session = aiohttp.ClientSession()
     admin = SimAdmin(session, sim)
-    clusters = await admin.clusters()
-    stopped = sorted(clusters)[0]
-    for cluster_id, cluster in clusters.items():
-        wanted = "exception" if cluster_id == stopped else "running"
-        if cluster["status"] != wanted:
-            await admin.patch_cluster(cluster_id, status=wanted)
+    stopped = sorted(await admin.clusters())[0]
+    await admin.set_running_except({stopped})
     await admin.reset_stats()
     return fleet, admin, session, stopped
 

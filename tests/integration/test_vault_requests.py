@@ -47,10 +47,7 @@ async def test_a_rotation_costs_at_most_four_vault_requests_end_to_end(
     sim = await sim_factory(clusters=CLUSTERS, regions=("cn-hangzhou",), faults=FaultConfig())
     fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
     async with aiohttp.ClientSession() as session:
-        admin = SimAdmin(session, sim)
-        for cluster_id, cluster in (await admin.clusters()).items():
-            if cluster["status"] != "running":  # the simulator seeds a few stopped ones
-                await admin.patch_cluster(cluster_id, status="running")
+        await SimAdmin(session, sim).set_running_except()  # the seed stops a few
     count = VaultRequests(openbao.addr, None, openbao.root_token.reveal())
 
     first, rotated = await _run(fleet, count)
@@ -70,12 +67,8 @@ async def test_a_stopped_cluster_costs_three_reads_no_write_and_no_api_call(
     fleet = await Fleet.create(tmp_path, sim, openbao, vault_paths)
     async with aiohttp.ClientSession() as session:
         admin = SimAdmin(session, sim)
-        clusters = await admin.clusters()
-        stopped = sorted(clusters)[:3]
-        for cluster_id, cluster in clusters.items():
-            wanted = "exception" if cluster_id in stopped else "running"
-            if cluster["status"] != wanted:
-                await admin.patch_cluster(cluster_id, status=wanted)
+        stopped = sorted(await admin.clusters())[:3]
+        await admin.set_running_except(stopped)
         await admin.reset_stats()
         count = VaultRequests(openbao.addr, None, openbao.root_token.reveal())
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -197,6 +197,14 @@ class SimAdmin:
     async def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("GET", "stats")
         return result
+
+    async def set_running_except(self, stopped: Collection[str] = ()) -> None:
+        """Every cluster ``running`` but those in ``stopped`` (``exception``, a documented
+        status), whatever the seed made of them."""
+        for cluster_id, cluster in (await self.clusters()).items():
+            wanted = "exception" if cluster_id in stopped else "running"
+            if cluster["status"] != wanted:
+                await self.patch_cluster(cluster_id, status=wanted)
 
     async def reset_stats(self) -> None:
         await self.request("POST", "stats/reset")
