@@ -242,7 +242,8 @@ async def decisions(
                 target, VncState(target.cluster_id), now=now, default_period=period
             )
         async with limit:
-            state = await runtime.store.read_vnc(target.cluster_id)
+            # No migration: an old-layout secret is shown as it is, not rewritten.
+            state = await runtime.store.read_vnc(target.cluster_id, migrate=False)
         return target, decide(target, state, now=now, default_period=period, force=force)
 
     return list(await asyncio.gather(*(one(t) for t in targets)))

@@ -119,6 +119,21 @@ def _period(custom: Mapping[str, str]) -> float | None:
         return None
 
 
+def _legacy_fields(cluster_id: str, data: Mapping[str, Any]) -> dict[str, object]:
+    """An old-layout vnc record's password in flight (and claim), as pending-record data."""
+    moved: dict[str, object] = {"cluster_id": cluster_id}
+    if password := _secret(data.get("pending_password")):
+        moved["password"] = password.reveal()
+        # Of unknown age, it counts as older than any trigger: the old layout let readers see
+        # it, so it must never satisfy one (issue 9, finding 4).
+        staged = parse_time(data.get("pending_since")) or _UNKNOWN_AGE
+        moved["staged_at"] = format_time(staged)
+    for key in ("claim_owner", "claim_until", "region"):
+        if _text(data.get(key)):
+            moved[key] = data[key]
+    return moved
+
+
 class VaultStore:
     """rotator's records in Vault. All methods are coroutines; errors are :class:`VaultError`."""
 
@@ -199,10 +214,15 @@ class VaultStore:
 
     # -- VNC secret (output) and the pending record (private) -------------------------------
 
-    async def read_vnc(self, cluster_id: str, *, pending: bool = True) -> VncState:
+    async def read_vnc(
+        self, cluster_id: str, *, pending: bool = True, migrate: bool = True
+    ) -> VncState:
         """The committed record with its custom metadata and, unless ``pending`` is False, the
         pending record too (a second read). The engine's happy path reads only the first: its
         check-and-set stage finds out whether anything is in flight.
+
+        An old-layout password in flight (in the vnc record) is moved to the pending record;
+        with ``migrate=False`` (``plan``, which changes nothing) it is only shown as pending.
         """
         mount, path = self.settings.kv_mount, self.vnc_path(cluster_id)
         entry = await self.client.kv_read(mount, path)
@@ -213,12 +233,18 @@ class VaultStore:
         else:
             state = self._state(cluster_id, entry.get("data") or {}, entry.get("metadata") or {})
         data = (entry or {}).get("data") or {}
+        legacy: PendingState | None = None
         if data.get("pending_password") or data.get("claim_owner"):
-            state = await self._migrate(state, data)
+            if migrate:
+                state = await self._migrate(state, data)
+            else:
+                legacy = self._pending(cluster_id, 0, _legacy_fields(cluster_id, data))
         if pending:
             found = await self.read_pending(cluster_id)
             # The record is known absent: a stage creates it (check-and-set 0).
             state = replace(state, pending=found, pending_version=found.version if found else 0)
+        if legacy is not None and state.in_flight is None:
+            state = replace(state, pending=legacy)
         return state
 
     async def _metadata_only(self, cluster_id: str) -> JsonDict | None:
@@ -287,16 +313,7 @@ class VaultStore:
         flight with another password is never overwritten (the cluster may have either)."""
         cluster_id = state.cluster_id
         pending_path = self.pending_path(cluster_id)
-        moved: dict[str, object] = {"cluster_id": cluster_id}
-        if password := _secret(data.get("pending_password")):
-            moved["password"] = password.reveal()
-            # Of unknown age, it counts as older than any trigger: the old layout let readers see
-            # it, so it must never satisfy one (issue 9, finding 4).
-            staged = parse_time(data.get("pending_since")) or _UNKNOWN_AGE
-            moved["staged_at"] = format_time(staged)
-        for key in ("claim_owner", "claim_until", "region"):
-            if _text(data.get(key)):
-                moved[key] = data[key]
+        moved = _legacy_fields(cluster_id, data)
         legacy = _secret(data.get("pending_password"))
         existing = await self.read_pending(cluster_id)
         if existing is not None and existing.password not in (None, state.password, legacy):

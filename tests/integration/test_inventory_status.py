@@ -1,6 +1,7 @@
-"""A run over a Vault inventory asks ListClusters which clusters are running first
-(``inventory.check_status``): a stopped cluster costs no API call and no Vault write. When the
-list is refused, the run goes on as before and says how to fix it."""
+"""What ``plan`` and ``rotate`` learn before touching anything: a run over a Vault inventory asks
+ListClusters which clusters are running first (``inventory.check_status``): a stopped cluster
+costs no API call and no Vault write; when the list is refused, the run goes on as before and
+says how to fix it. And ``plan`` never writes, not even to migrate an old-layout secret."""
 
 from __future__ import annotations
 
@@ -71,3 +72,29 @@ async def test_check_status_off_never_calls_list_clusters(
     assert "ListClusters" not in stats["accepted"]
     rows = {row["cluster_id"]: row for row in json.loads(result.stdout)["clusters"]}
     assert (rows[stopped]["outcome"], rows[stopped]["code"]) == ("skipped", "InvalidClusterStatus")
+
+
+async def test_plan_reads_an_old_layout_secret_without_migrating_it(
+    tmp_path: Path, sim_factory: SimFactory, openbao: OpenBaoServer, vault_paths: VaultPaths
+) -> None:
+    fleet, _admin, session, _stopped = await _fleet_with_one_stopped(
+        tmp_path, sim_factory, openbao, vault_paths
+    )
+    await session.close()
+    cluster_id = sorted(await fleet.admin_clusters())[-1]
+    vnc = f"{vault_paths.vnc_path}/{cluster_id}"
+    async with fleet.store() as store:
+        # Written by the first release: the password in flight inside the vnc record.
+        old = {"cluster_id": cluster_id, "password": "Cur000", "pending_password": "Old222"}
+        await store.client.kv_write("secret", vnc, old)
+        before = await store.client.kv_metadata("secret", vnc)
+
+    plan = await fleet.cli("plan", "--cluster", cluster_id, "--json")
+
+    assert plan.code == 0, plan.stderr[-2000:]
+    (row,) = json.loads(plan.stdout)["clusters"]
+    assert row["action"] == "rotate"
+    assert "pending password" in row["reason"]
+    async with fleet.store() as store:
+        assert await store.client.kv_metadata("secret", vnc) == before  # no new version
+        assert await store.read_pending(cluster_id) is None  # nothing moved
