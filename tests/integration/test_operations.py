@@ -300,9 +300,9 @@ async def test_the_due_check_costs_no_extra_vault_read_for_a_cluster_that_rotate
         reads: list[str] = []
         real_read = store.read_vnc
 
-        async def counted(cluster_id: str, *, pending: bool = True) -> Any:
+        async def counted(cluster_id: str, *, pending: bool = True, migrate: bool = True) -> Any:
             reads.append(cluster_id)
-            return await real_read(cluster_id, pending=pending)
+            return await real_read(cluster_id, pending=pending, migrate=migrate)
 
         store.read_vnc = counted  # type: ignore[method-assign]  # counts calls to real Vault
         targets = await resolve_targets(runtime, Selection(all=True))
