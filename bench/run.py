@@ -2,6 +2,7 @@
 
     python -m bench.run                        # the full bench: about 5 minutes on 2 busy cores
     python -m bench.run --quick                # a smaller fleet and a 10/5s quota: a smoke test
+    python -m bench.run --rounds 5             # the two CPU ratios as medians of 5 rounds (3)
     python -m bench.run --json out.json        # also write every raw number
     python -m bench.run --profile prof/        # py-spy the rotator contender (pip install py-spy)
 
@@ -19,7 +20,11 @@
    loop). Runs compared by a target follow each other: the load of a shared machine drifts.
 4. Quota: a per-minute quota (``--quota``, default 100/60s) at rotator, over more than one
    window; utilisation, windows over the quota, and the simulator's Throttling answers.
-5. Peak RSS of rotator over 10,000 clusters (another simulator, 0-5 ms latency), alongside the
+5. Rounds (``--rounds``, 3; 1 with ``--quick``): the plain, terminal and binding-limit rotator
+   runs again, at the same limit, each round in an order rotated by one (plain, tty, binding;
+   then binding, plain, tty; ...) so the load's drift favours none; the two CPU ratios (terminal
+   / plain, binding / unthrottled) are judged on their median over the rounds.
+6. Peak RSS of rotator over 10,000 clusters (another simulator, 0-5 ms latency), alongside the
    quota case, which mostly waits on its limiter (``--rss-apart``: after it).
 
 Every contender is measured from outside, over the window of its work, with OpenBao's request
@@ -69,7 +74,7 @@ from bench.procs import (
 from bench.profile import py_spy_wrapper, summarise
 from bench.quota import Quota, analyse_quota
 from bench.ratecheck import analyse
-from bench.report import Contender, Report, render
+from bench.report import Contender, Report, Round, render
 from bench.spec import MARK_END, MARK_START, Spec, parse_result
 from bench.vaultcount import VaultRequests
 from rotator import RotatorError
@@ -79,6 +84,19 @@ __all__ = ["main"]
 
 ACCESS_KEY_ID = "bench-access-key"
 MODIFY = "ModifyVisualServicePasswd"
+ROUND_RUNS = ("plain", "tty", "binding")
+
+
+def round_order(number: int, runs: Sequence[str] = ROUND_RUNS) -> tuple[str, ...]:
+    """The order of round ``number`` (1-based): round 1 as listed, each next one rotated by one.
+
+    plain, tty, binding; then binding, plain, tty; then tty, binding, plain: each run goes
+    first, in the middle and last once every three rounds.
+    """
+    if not runs:
+        return ()
+    shift = (number - 1) % len(runs)
+    return (*runs[len(runs) - shift :], *runs[: len(runs) - shift])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,6 +117,7 @@ class Plan:
     latency_ms: float
     timeout_s: float
     skip: tuple[str, ...] = ()
+    rounds: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -120,6 +139,7 @@ class Plan:
             latency_ms=args.latency_ms,
             timeout_s=args.timeout,
             skip=tuple(args.skip),
+            rounds=args.rounds if args.rounds is not None else (1 if quick else 3),
         )
 
 
@@ -155,6 +175,8 @@ class Bench:
         self.secret_file = _private(workdir / "access-key-secret", secrets.token_urlsafe(24))
         self.admin_token_file = _private(workdir / "sim-admin-token", secrets.token_urlsafe(24))
         self.report = Report(plan=dataclasses.asdict(plan), cpus=os.cpu_count() or 0)
+        self._binding: tuple[int, int] | None = None
+        """The binding limit per region and the clusters of round 1 (loaded at ratecheck/root)."""
 
     def say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -377,13 +399,7 @@ class Bench:
             if baselines:
                 self._baseline("sdk_one_cert", "SDK, one-cert CA", sim, ids, one_cert=True)
             if "tty" not in plan.skip:
-                self.report.tty = self._rotator(
-                    "rotator on a terminal",
-                    sim,
-                    clusters=len(ids),
-                    root_path="ehpc/root",
-                    use_pty=True,
-                )
+                self.report.tty = self._tty_run("rotator on a terminal", sim, ids)
             if "ratelimit" not in plan.skip:
                 self._rate_limit(sim, clusters)
             if baselines:
@@ -392,6 +408,58 @@ class Bench:
                     self.report.contenders["sdk_loop"] = self._sdk(
                         "SDK loop", sim, ids[: plan.loop_clusters], mode="loop", one_cert=False
                     )
+            self._more_rounds(sim, ids)
+
+    def _tty_run(self, label: str, sim: SimProcess, ids: list[str]) -> Contender:
+        return self._rotator(label, sim, clusters=len(ids), root_path="ehpc/root", use_pty=True)
+
+    def _binding_run(
+        self, label: str, sim: SimProcess, *, wrapper: list[str] | None = None
+    ) -> Contender | None:
+        if self._binding is None:
+            return None
+        limit, count = self._binding
+        return self._rotator(
+            label,
+            sim,
+            clusters=count,
+            root_path="ratecheck/root",
+            rate_limit=f"{limit}/1s",
+            wrapper=wrapper,
+        )
+
+    def _more_rounds(self, sim: SimProcess, ids: list[str]) -> None:
+        """Rounds 2..N of the runs behind the two CPU ratios; one run is within +-15% here.
+
+        Every run gets its own label, hence its own vnc and runs paths in Vault: each starts
+        from the state round 1's did (nothing rotated there yet), from the same roots.
+        """
+        plan = self.plan
+        runs = [
+            name
+            for name, wanted in (
+                ("plain", "rotator" in self.report.contenders),
+                ("tty", self.report.tty is not None),
+                ("binding", self._binding is not None),
+            )
+            if wanted
+        ]
+        if plan.rounds < 2 or "plain" not in runs or len(runs) < 2:
+            return
+        for number in range(2, plan.rounds + 1):
+            order = round_order(number, runs)
+            self.say(f"round {number} of {plan.rounds}: {', '.join(order)}")
+            each = Round(order=order)
+            self.report.more_rounds.append(each)
+            for name in order:
+                if name == "plain":
+                    each.plain = self._rotator(
+                        f"rotator, round {number}", sim, clusters=len(ids), root_path="ehpc/root"
+                    )
+                elif name == "tty":
+                    each.tty = self._tty_run(f"rotator on a terminal, round {number}", sim, ids)
+                else:
+                    each.limited = self._binding_run(f"rotator, binding limit, round {number}", sim)
 
     def _baseline(
         self, key: str, label: str, sim: SimProcess, ids: list[str], *, one_cert: bool
@@ -449,16 +517,10 @@ class Bench:
         self.say(f"binding limit: {limit}/1s per region, {count} clusters")
         subset = _round_robin(clusters, count)
         self._load(subset, "ratecheck/root")
+        self._binding = (limit, count)
         sim.reset_stats()
         wrapper, samples = self._profiler("rotator-binding-py-spy.txt")
-        self.report.limited = self._rotator(
-            "rotator, binding limit",
-            sim,
-            clusters=count,
-            root_path="ratecheck/root",
-            rate_limit=f"{limit}/1s",
-            wrapper=wrapper,
-        )
+        self.report.limited = self._binding_run("rotator, binding limit", sim, wrapper=wrapper)
         self._profile_note("the rotator run at the binding limit", samples)
         by_region = sim.stats().get("accepted_by_region", {}).get(MODIFY, {})
         self.report.rate = analyse(by_region, limit=limit)
@@ -577,6 +639,13 @@ def _sim_quota_args(quota: Quota) -> tuple[str, ...]:
     return (f"--quota={MODIFY}={quota}",) if "--quota" in shown else ()
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--clusters", type=int, default=1000, help="fleet size (default 1000)")
@@ -584,6 +653,12 @@ def _parser() -> argparse.ArgumentParser:
         "--regions", default="cn-hangzhou,cn-shanghai,cn-beijing", help="comma-separated"
     )
     parser.add_argument("--quick", action="store_true", help="a small fleet: a smoke test")
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        help="rounds of the plain, terminal and binding-limit runs; the two CPU ratios are "
+        "their medians (3; 1 with --quick)",
+    )
     parser.add_argument(
         "--rss-clusters", type=int, default=10_000, help="fleet for the RSS check (10000)"
     )

@@ -8,13 +8,15 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from darabonba.exceptions import UnretryableException
 from darabonba.policy.retry import RetryPolicyContext
 
 from bench.contender_rotator import RotatorConfig
 from bench.contender_sdk import Baseline
 from bench.procs import Probe, Span, run_child
-from bench.report import Contender, Report, render
+from bench.report import Contender, Report, Round, RoundRatios, render, summarise_rounds
+from bench.run import round_order
 from bench.spec import Spec
 from bench.vaultcount import parse_request_count
 
@@ -219,3 +221,101 @@ def test_the_report_says_when_the_hvac_run_died() -> None:
     text = render(report)
     assert "Vault transport" in text
     assert "rotator, hvac died: exit code 1" in text
+
+
+def _run(label: str, cpu_s: float) -> Contender:
+    """100 rotations at ``cpu_s`` of client CPU: ``10 * cpu_s`` ms per rotation."""
+    run = Contender(label=label, clusters=100, done=100, rotated=95)
+    run.work = _span(wall_s=1.0, cpu_s=cpu_s, requests=400, vault_cpu_s=0.2)
+    return run
+
+
+def _rounds_report(tty_cpu: list[float], binding_cpu: list[float]) -> Report:
+    """Plain runs at 4 ms per rotation; terminal and binding runs as given, round by round."""
+    report = Report(plan={"clusters": 100, "regions": ["a"], "latency_ms": 20, "rss_clusters": 1})
+    report.contenders["rotator"] = _run("rotator", 0.4)
+    report.tty = _run("rotator on a terminal", tty_cpu[0])
+    report.limited = _run("rotator, binding limit", binding_cpu[0])
+    for number, (tty, binding) in enumerate(zip(tty_cpu[1:], binding_cpu[1:], strict=True), 2):
+        report.more_rounds.append(
+            Round(
+                order=round_order(number),
+                plain=_run(f"rotator, round {number}", 0.4),
+                tty=_run(f"rotator on a terminal, round {number}", tty),
+                limited=_run(f"rotator, binding limit, round {number}", binding),
+            )
+        )
+    return report
+
+
+def _target(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.strip().startswith(start))
+
+
+def test_the_rounds_alternate_their_order() -> None:
+    assert round_order(1) == ("plain", "tty", "binding")
+    assert round_order(2) == ("binding", "plain", "tty")
+    assert round_order(3) == ("tty", "binding", "plain")
+    assert round_order(4) == round_order(1)
+    assert round_order(2, ("plain", "tty")) == ("tty", "plain")
+
+
+def test_a_ratio_over_rounds_prints_its_median_range_and_every_round() -> None:
+    ratios = RoundRatios((1.20, 1.08, 1.12))
+    line = summarise_rounds("client CPU per rotation at the binding limit vs unthrottled", ratios)
+    assert line == (
+        "client CPU per rotation at the binding limit vs unthrottled: median 1.12x over 3 rounds, "
+        "1.08x-1.20x (round by round: 1.20x, 1.08x, 1.12x)"
+    )
+    died = summarise_rounds("x", RoundRatios((1.0, None, 1.3)))
+    assert (
+        died
+        == "x: median 1.15x over 2 of 3 rounds, 1.00x-1.30x (round by round: 1.00x, died, 1.30x)"
+    )
+    assert summarise_rounds("x", RoundRatios((None,))) == "x: no round measured it"
+
+
+def test_the_cpu_ratio_targets_are_judged_on_the_median_of_the_rounds() -> None:
+    # Terminal: round 1 alone (1.20x) would fail; the median (1.08x) passes.
+    # Binding: round 1 alone (1.05x) would pass; the median (1.15x) fails.
+    report = _rounds_report(tty_cpu=[0.48, 0.42, 0.432], binding_cpu=[0.42, 0.46, 0.48])
+    text = render(report)
+    tty = _target(text, "terminal run's CPU per rotation")
+    assert "(median of 3 rounds)" in tty
+    assert "1.08x" in tty
+    assert tty.endswith("PASS")
+    binding = _target(text, "CPU per rotation at a binding limit")
+    assert "(median of 3 rounds)" in binding
+    assert "1.15x" in binding
+    assert binding.endswith("FAIL")
+    assert "on a terminal vs plain: median 1.08x over 3 rounds, 1.05x-1.20x" in text
+    assert "at the binding limit vs unthrottled: median 1.15x over 3 rounds, 1.05x-1.20x" in text
+    # Round 1's own section still prints round 1's ratio.
+    assert "4.80 vs 4.00 ms: 1.20x" in text
+    data = report.to_json()
+    assert data["round_ratios"]["binding_over_free_cpu"]["median"] == pytest.approx(1.15)
+    assert data["round_ratios"]["tty_over_plain_cpu"]["per_round"] == pytest.approx(
+        [1.2, 1.05, 1.08]
+    )
+    assert len(data["more_rounds"]) == 2
+
+
+def test_a_round_whose_run_died_is_reported_and_the_median_uses_the_rest() -> None:
+    report = _rounds_report(tty_cpu=[0.4, 0.4, 0.4], binding_cpu=[0.4, 0.4, 0.48])
+    report.more_rounds[0].plain = Contender(
+        label="rotator, round 2", clusters=100, error="killed after 600 s"
+    )
+    text = render(report)
+    assert "rotator, round 2 died: killed after 600 s" in text
+    assert "median 1.10x over 2 of 3 rounds" in text  # binding: 1.00x and 1.20x
+    assert "(median of 2 of 3 rounds)" in _target(text, "CPU per rotation at a binding limit")
+
+
+def test_one_round_keeps_the_single_ratio_and_no_rounds_section() -> None:
+    report = _rounds_report(tty_cpu=[0.48], binding_cpu=[0.42])
+    text = render(report)
+    assert "CPU ratios over" not in text
+    tty = _target(text, "terminal run's CPU per rotation")
+    assert "median" not in tty
+    assert "1.20x" in tty
+    assert tty.endswith("FAIL")
