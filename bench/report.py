@@ -296,8 +296,9 @@ def _header(report: Report) -> list[str]:
         "ratios come from one run.",
         "Each contender ran in its own process, measured from outside over the window of its "
         "work (rotator: run_started..run_finished, after start-up and inventory; the SDK "
-        "scripts: clients created..closed). 1 in 20 simulated clusters is not running (one API "
-        "call, then skipped), the same for every contender.",
+        "scripts: clients created..closed). 1 in 20 simulated clusters is not running, the "
+        "same for every contender: the SDK scripts make one API call for it, then skip it; "
+        "rotator learns it from ListClusters before the run and skips it with no call.",
         "",
     ]
 
