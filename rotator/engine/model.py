@@ -11,7 +11,7 @@ records to KV v2 paths and the in-memory store of the tests holds them as they a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from rotator.secret import Secret
@@ -138,6 +138,11 @@ class VncState:
         if self.request_id:
             view.setdefault("last_request_id", self.request_id)
         return view
+
+    def with_pending(self, found: PendingState | None) -> VncState:
+        """This committed state with the pending record as read (None: there is none, and a
+        stage creates it with check-and-set 0)."""
+        return replace(self, pending=found, pending_version=found.version if found else 0)
 
     @property
     def in_flight(self) -> PendingState | None:

@@ -347,8 +347,7 @@ async def not_running_outcome(target: Target, ctx: RotationContext) -> ClusterOu
 
 async def with_pending(store: RotationStore, state: VncState) -> VncState:
     """``state`` (read with ``pending=False``) with the pending record read too."""
-    found = await store.read_pending(state.cluster_id)
-    return replace(state, pending=found, pending_version=found.version if found else 0)
+    return state.with_pending(await store.read_pending(state.cluster_id))
 
 
 async def _committed_and_pending(store: RotationStore, cluster_id: str) -> VncState:

@@ -240,9 +240,7 @@ class VaultStore:
             else:
                 legacy = self._pending(cluster_id, 0, _legacy_fields(cluster_id, data))
         if pending:
-            found = await self.read_pending(cluster_id)
-            # The record is known absent: a stage creates it (check-and-set 0).
-            state = replace(state, pending=found, pending_version=found.version if found else 0)
+            state = state.with_pending(await self.read_pending(cluster_id))
         if legacy is not None and state.in_flight is None:
             state = replace(state, pending=legacy)
         return state
@@ -526,20 +524,19 @@ class VaultStore:
         limit = asyncio.Semaphore(self.settings.max_workers)
 
         async def one(cluster_id: str) -> tuple[str, dict[str, str]] | None:
-            path = f"{base}/{cluster_id}"
+            entry: JsonDict = {}
             async with limit:
-                entry = await self.client.kv_read(mount, path) if cluster_id in ids else None
-                if (
-                    entry is None and cluster_id in ids
-                ):  # status of a failure before the first commit
-                    metadata = await self.client.kv_metadata(mount, path) or {}
-                    entry = {"data": {}, "metadata": metadata}
-                entry = entry or {}
+                if cluster_id in ids:
+                    entry = (
+                        await self.client.kv_read(mount, f"{base}/{cluster_id}")
+                        or await self._metadata_only(cluster_id)
+                        or {}
+                    )
                 state = self._state(
                     cluster_id, entry.get("data") or {}, entry.get("metadata") or {}
                 )
                 if cluster_id in staged:
-                    state = replace(state, pending=await self.read_pending(cluster_id))
+                    state = state.with_pending(await self.read_pending(cluster_id))
             view = state.status_view
             if (pending := state.in_flight) is not None:
                 view["status"] = "pending"
