@@ -410,6 +410,11 @@ class Bench:
                     )
             self._more_rounds(sim, ids)
 
+    def _plain_run(
+        self, label: str, sim: SimProcess, ids: list[str], *, wrapper: list[str] | None = None
+    ) -> Contender:
+        return self._rotator(label, sim, clusters=len(ids), root_path="ehpc/root", wrapper=wrapper)
+
     def _tty_run(self, label: str, sim: SimProcess, ids: list[str]) -> Contender:
         return self._rotator(label, sim, clusters=len(ids), root_path="ehpc/root", use_pty=True)
 
@@ -453,9 +458,7 @@ class Bench:
             self.report.more_rounds.append(each)
             for name in order:
                 if name == "plain":
-                    each.plain = self._rotator(
-                        f"rotator, round {number}", sim, clusters=len(ids), root_path="ehpc/root"
-                    )
+                    each.plain = self._plain_run(f"rotator, round {number}", sim, ids)
                 elif name == "tty":
                     each.tty = self._tty_run(f"rotator on a terminal, round {number}", sim, ids)
                 else:
@@ -469,9 +472,7 @@ class Bench:
     def _unthrottled(self, sim: SimProcess, ids: list[str]) -> None:
         wrapper, samples = self._profiler("rotator-py-spy.txt")
         contenders = self.report.contenders
-        contenders["rotator"] = self._rotator(
-            "rotator", sim, clusters=len(ids), root_path="ehpc/root", wrapper=wrapper
-        )
+        contenders["rotator"] = self._plain_run("rotator", sim, ids, wrapper=wrapper)
         self._profile_note("the rotator run", samples)
 
     def _profiler(self, name: str) -> tuple[list[str] | None, Path | None]:
